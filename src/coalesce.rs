@@ -1,0 +1,124 @@
+//! Single-flight: concurrent misses for the same key share one piece of work.
+//!
+//! The rule this module keeps: the work runs in its own task, so it finishes and fills the
+//! cache even when every client that asked for it has gone away; a flight removes only its own
+//! entry from the table, so a late finisher never evicts a newer flight.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+/// The result of a flight: `None` when the task panicked or was cancelled at shutdown.
+pub type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
+
+type Table<K, V> = Arc<Mutex<HashMap<K, (u64, Flight<V>)>>>;
+
+pub struct Coalescer<K, V> {
+    inflight: Table<K, V>,
+    next_id: AtomicU64,
+}
+
+impl<K, V> Default for Coalescer<K, V> {
+    fn default() -> Self {
+        Self {
+            inflight: Arc::default(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<K, V> Coalescer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Joins the flight for `key`, starting it with `work` when none is under way. The flag is
+    /// `true` for the caller that started it.
+    pub fn join<F, W>(&self, key: K, work: W) -> (Flight<V>, bool)
+    where
+        W: FnOnce() -> F,
+        F: Future<Output = V> + Send + 'static,
+    {
+        let mut table = self.inflight.lock().expect("coalescer lock");
+        if let Some((_, flight)) = table.get(&key) {
+            return (flight.clone(), false);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let fut = work();
+        let own_table = Arc::clone(&self.inflight);
+        let own_key = key.clone();
+        // The table lock is held until the flight is inserted, so the task's removal below
+        // cannot run before the insertion.
+        let handle = tokio::spawn(async move {
+            let value = fut.await;
+            let mut table = own_table.lock().expect("coalescer lock");
+            if table.get(&own_key).is_some_and(|(i, _)| *i == id) {
+                table.remove(&own_key);
+            }
+            value
+        });
+        let flight = async move { handle.await.ok() }.boxed().shared();
+        table.insert(key, (id, flight.clone()));
+        (flight, true)
+    }
+
+    /// Whether a flight for `key` is under way.
+    pub fn is_running(&self, key: &K) -> bool {
+        self.inflight
+            .lock()
+            .expect("coalescer lock")
+            .contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_joins_share_one_run_and_later_joins_start_a_new_one() {
+        let c: Arc<Coalescer<&'static str, usize>> = Arc::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut flights = Vec::new();
+        let mut leaders = 0;
+        for _ in 0..50 {
+            let runs = runs.clone();
+            let (f, leader) = c.join("k", move || async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                runs.fetch_add(1, Ordering::SeqCst) + 1
+            });
+            leaders += usize::from(leader);
+            flights.push(f);
+        }
+        for f in flights {
+            assert_eq!(f.await, Some(1));
+        }
+        assert_eq!((runs.load(Ordering::SeqCst), leaders), (1, 1));
+        assert!(!c.is_running(&"k"));
+
+        let (f, leader) = c.join("k", || async { 7 });
+        assert!(leader);
+        assert_eq!(f.await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn work_finishes_when_the_caller_goes_away() {
+        let c: Coalescer<u8, ()> = Coalescer::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let (f, _) = c.join(1, move || async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,187 @@
+//! Handlers of the routes cargo uses on a mirror registry.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::ApiError;
+use crate::app::App;
+use crate::names::{CrateName, IndexRequest, Version};
+use crate::proxy::{CrateBody, Lookup, Mirror};
+use crate::store::IndexEntry;
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const CRATE_TYPE: HeaderValue = HeaderValue::from_static("application/gzip");
+
+fn mirror<'a>(app: &'a App, registry: &str) -> Result<&'a Arc<Mirror>, ApiError> {
+    app.mirror(registry).ok_or_else(|| {
+        let name: String = registry.chars().take(64).collect();
+        ApiError::not_found(format!("no registry named `{name}` is configured"))
+    })
+}
+
+/// `config.json` pointing cargo's downloads and API calls back at cratedock.
+pub async fn config_json(
+    State(app): State<Arc<App>>,
+    Path(registry): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let mirror = mirror(&app, &registry)?;
+    let base = match app.config.public_url() {
+        Some(u) => u.to_owned(),
+        None => format!("http://{}", request_authority(&req)?),
+    };
+    let body = serde_json::json!({
+        "dl": format!("{base}/{}/api/v1/crates", mirror.name()),
+        "api": format!("{base}/{}", mirror.name()),
+    })
+    .to_string();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The host (and port) the client addressed: the HTTP/2 authority or the Host header.
+fn request_authority(req: &Request) -> Result<String, ApiError> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the request has no Host header; set server.public_url",
+            )
+        })?;
+    match authority.parse::<http::uri::Authority>() {
+        Ok(a) if !a.as_str().contains('@') => Ok(a.as_str().to_owned()),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the Host header is not a valid host[:port]",
+        )),
+    }
+}
+
+pub async fn index_file(
+    State(app): State<Arc<App>>,
+    Path((registry, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let name = match IndexRequest::parse(&path)? {
+        // `config.json` has its own route; this arm serves odd spellings that still parse.
+        IndexRequest::Config => return config_json(State(app), Path(registry), req).await,
+        IndexRequest::File(name) => name,
+    };
+    let mirror = mirror(&app, &registry)?;
+    match mirror.index_file(&name).await? {
+        Lookup::Found(entry) => Ok(index_response(&app, &entry, &headers)),
+        Lookup::NotFound => Err(ApiError::not_found(format!(
+            "crate `{name}` does not exist in `{registry}`"
+        ))),
+    }
+}
+
+fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
+    let now = crate::store::to_ms(std::time::SystemTime::now());
+    let max_age = entry.meta.fresh_until_ms.saturating_sub(now) / 1000;
+    let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .expect("digits are a valid header value");
+    if if_none_match(headers, &entry.etag) {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::ETAG, entry.etag.clone());
+        h.insert(header::CACHE_CONTROL, cache_control);
+        return resp;
+    }
+    app.metrics
+        .bytes_served
+        .with_label_values(&["index"])
+        .inc_by(entry.body.len() as u64);
+    let mut resp = Response::new(Body::from(entry.body.clone()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    h.insert(header::ETAG, entry.etag.clone());
+    h.insert(header::CACHE_CONTROL, cache_control);
+    resp
+}
+
+/// RFC 9110 `If-None-Match` with weak comparison.
+fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|tag| {
+            let tag = tag.trim_ascii();
+            tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == ours
+        })
+    })
+}
+
+pub async fn download(
+    State(app): State<Arc<App>>,
+    Path((registry, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let name = CrateName::new(&name)?;
+    let version = Version::new(&version)?;
+    let mirror = mirror(&app, &registry)?;
+    let body = mirror.crate_file(&name, &version).await?;
+    let (body, len) = match body {
+        CrateBody::Memory(bytes) => {
+            let len = bytes.len() as u64;
+            (Body::from(bytes), len)
+        }
+        CrateBody::File { file, len } => (
+            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            )),
+            len,
+        ),
+    };
+    app.metrics
+        .bytes_served
+        .with_label_values(&["crate"])
+        .inc_by(len);
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, CRATE_TYPE);
+    h.insert(header::CACHE_CONTROL, IMMUTABLE);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let check = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(v));
+            if_none_match(&h, &etag)
+        };
+        assert!(check("\"abc\""));
+        assert!(check("W/\"abc\""));
+        assert!(check("\"x\", \"abc\""));
+        assert!(check("*"));
+        assert!(!check("\"abd\""));
+        assert!(!if_none_match(&HeaderMap::new(), &etag));
+    }
+}

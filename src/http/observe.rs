@@ -1,0 +1,64 @@
+//! The middleware around every request: request id, tracing span, metrics by matched route.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use tracing::Instrument;
+
+use crate::app::App;
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// An incoming `x-request-id` is kept when it is short and printable; otherwise one is made.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(v) = req.headers().get(REQUEST_ID)
+        && v.len() <= 64
+        && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return v.clone();
+    }
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{:x}-{n:x}", std::process::id()))
+        .expect("hex digits are a valid header value")
+}
+
+pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let id = request_id(&req);
+    let span = tracing::info_span!(
+        "request",
+        id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        path = req.uri().path(),
+    );
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    let route = route.as_deref().unwrap_or("unmatched");
+    let m = &app.metrics;
+    m.requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    span.in_scope(|| {
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "served"
+        );
+    });
+    resp.headers_mut().insert(REQUEST_ID, id);
+    resp
+}

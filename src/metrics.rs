@@ -1,0 +1,145 @@
+//! Prometheus metrics: one struct owning a private registry.
+//!
+//! The rule this module keeps: label values are bounded (matched route templates, configured
+//! registry names, fixed outcome words), never crate names, paths or tokens.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests served, by matched route and status code.
+    pub requests: IntCounterVec,
+    /// HTTP request latency until the response head is ready, by matched route.
+    pub request_seconds: HistogramVec,
+    /// Body bytes sent to clients, by kind (index, crate, other).
+    pub bytes_served: IntCounterVec,
+    /// Cache lookups by kind (index, crate), tier answering (memory, disk, upstream) and result
+    /// (hit, miss, stale, revalidated, negative).
+    pub cache_results: IntCounterVec,
+    /// Requests to upstreams, by registry, kind and outcome (ok, not_modified, not_found,
+    /// status_4xx, status_5xx, timeout, connect, body, invalid).
+    pub upstream_requests: IntCounterVec,
+    /// Upstream request latency, by registry and kind.
+    pub upstream_seconds: HistogramVec,
+    /// Crate files from upstream whose SHA-256 did not match the index, by registry.
+    pub checksum_failures: IntCounterVec,
+    /// Requests that waited for another request's upstream fetch instead of making their own.
+    pub coalesced_waiters: IntCounterVec,
+    /// Files held in each tier, by tier (memory, disk) and kind (index, crate, all).
+    pub cache_entries: IntGaugeVec,
+    /// Bytes held in each tier, by tier (memory, disk) and kind (index, crate, all).
+    pub cache_bytes: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("cratedock".into()), None).expect("a static prefix is valid");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        Self {
+            requests: counter(
+                "http_requests_total",
+                "HTTP requests served, by matched route and status code.",
+                &["route", "status"],
+            ),
+            request_seconds: histogram(
+                "http_request_duration_seconds",
+                "HTTP request latency until the response head is ready, by matched route.",
+                &["route"],
+            ),
+            bytes_served: counter(
+                "bytes_served_total",
+                "Body bytes sent to clients, by kind.",
+                &["kind"],
+            ),
+            cache_results: counter(
+                "cache_results_total",
+                "Cache lookups by kind, answering tier and result (hit, miss, stale, revalidated, negative).",
+                &["kind", "tier", "result"],
+            ),
+            upstream_requests: counter(
+                "upstream_requests_total",
+                "Requests to upstream registries, by registry, kind and outcome.",
+                &["registry", "kind", "outcome"],
+            ),
+            upstream_seconds: histogram(
+                "upstream_request_duration_seconds",
+                "Upstream request latency, by registry and kind.",
+                &["registry", "kind"],
+            ),
+            checksum_failures: counter(
+                "checksum_failures_total",
+                "Crate files from upstream whose SHA-256 did not match the index, by registry.",
+                &["registry"],
+            ),
+            coalesced_waiters: counter(
+                "coalesced_waiters_total",
+                "Requests that waited for another request's upstream fetch, by kind.",
+                &["kind"],
+            ),
+            cache_entries: gauge(
+                "cache_entries",
+                "Files held in each cache tier, by tier and kind.",
+                &["tier", "kind"],
+            ),
+            cache_bytes: gauge(
+                "cache_bytes",
+                "Bytes held in each cache tier, by tier and kind.",
+                &["tier", "kind"],
+            ),
+            registry,
+        }
+    }
+
+    pub fn cache(&self, kind: &str, tier: &str, result: &str) {
+        self.cache_results
+            .with_label_values(&[kind, tier, result])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,167 @@
+//! Files on disk below the data folder.
+//!
+//! The rule this module keeps: every write goes to a temp file in `tmp/` (same filesystem),
+//! is fsynced, and is renamed into place; a crash leaves at most garbage in `tmp/`, which is
+//! emptied at start.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::fs;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug)]
+pub struct DiskStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    counter: AtomicU64,
+}
+
+/// A file being written; removed on drop unless [`DiskStore::commit`] renamed it into place.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl TempFile {
+    pub async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file
+            .as_mut()
+            .expect("temp file is open until commit")
+            .write_all(buf)
+            .await
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            // Not committed: the partial file must not linger.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl DiskStore {
+    /// Opens (creating) the folder and empties its `tmp/` of files left by a crash.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Self {
+            root: root.to_owned(),
+            tmp,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Reads a whole file; `None` when it does not exist.
+    pub async fn read(&self, rel: &Path) -> std::io::Result<Option<Bytes>> {
+        match fs::read(self.path(rel)).await {
+            Ok(v) => Ok(Some(Bytes::from(v))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a file for streaming, with its length; `None` when it does not exist.
+    pub async fn open_file(&self, rel: &Path) -> std::io::Result<Option<(fs::File, u64)>> {
+        match fs::File::open(self.path(rel)).await {
+            Ok(f) => {
+                let len = f.metadata().await?.len();
+                Ok(Some((f, len)))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn temp(&self) -> std::io::Result<TempFile> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// Flushes the temp file to disk and renames it to `rel`, replacing any old file.
+    pub async fn commit(&self, mut tmp: TempFile, rel: &Path) -> std::io::Result<()> {
+        let mut file = tmp.file.take().expect("temp file is open until commit");
+        let result = async {
+            file.flush().await?;
+            file.sync_all().await?;
+            drop(file);
+            let dest = self.path(rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).await?;
+            }
+            fs::rename(&tmp.path, &dest).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp.path).await;
+        }
+        result
+    }
+
+    /// Writes a whole file atomically.
+    pub async fn write(&self, rel: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let mut tmp = self.temp().await?;
+        tmp.write_all(bytes).await?;
+        self.commit(tmp, rel).await
+    }
+
+    pub async fn remove(&self, rel: &Path) -> std::io::Result<()> {
+        match fs::remove_file(self.path(rel)).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_are_atomic_and_uncommitted_files_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let rel = Path::new("a/b/c.txt");
+        assert!(store.read(rel).await.unwrap().is_none());
+        store.write(rel, b"one").await.unwrap();
+        store.write(rel, b"two").await.unwrap();
+        assert_eq!(store.read(rel).await.unwrap().unwrap(), "two");
+
+        let mut t = store.temp().await.unwrap();
+        t.write_all(b"partial").await.unwrap();
+        drop(t);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+
+        std::fs::write(dir.path().join("tmp/left-by-crash.part"), b"x").unwrap();
+        let _store = DiskStore::open(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(std::fs::read(dir.path().join(rel)).unwrap(), b"two");
+    }
+}

@@ -1,0 +1,389 @@
+//! The HTTP client of one upstream registry: TLS roots, token, timeouts, bounded retries.
+//!
+//! The rule this module keeps: every failure becomes an [`UpstreamError`] that says what was
+//! asked, whether the upstream is at fault and whether a retry is safe, and every attempt is
+//! counted in the metrics with a bounded outcome label.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::MirrorConfig;
+use crate::metrics::Metrics;
+use crate::names::RegistryName;
+
+/// What is being fetched; sets the deadline and the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Index,
+    Crate,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Index => "index",
+            Kind::Crate => "crate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within the deadline.
+    Timeout,
+    /// Could not connect (refused, DNS, TLS handshake).
+    Connect(String),
+    /// An HTTP status cratedock cannot use.
+    Status(u16),
+    /// The body was cut off or could not be read.
+    Body(String),
+    /// The body arrived but is not what was asked for (an HTML page, broken JSON).
+    Invalid(String),
+    /// The crate file does not hash to the index's `cksum`.
+    Checksum { expected: String, actual: String },
+    /// The body is larger than the configured limit.
+    TooLarge(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct UpstreamError {
+    pub registry: RegistryName,
+    /// What was asked for, e.g. `index file se/rd/serde`.
+    pub what: String,
+    pub failure: Failure,
+}
+
+impl UpstreamError {
+    fn describe(&self) -> String {
+        let (r, w) = (&self.registry, &self.what);
+        match &self.failure {
+            Failure::Timeout => format!("upstream of `{r}` timed out fetching {w}"),
+            Failure::Connect(e) => format!("cannot reach the upstream of `{r}` for {w}: {e}"),
+            Failure::Status(s) => format!("upstream of `{r}` answered HTTP {s} for {w}"),
+            Failure::Body(e) => format!("upstream of `{r}` cut off {w}: {e}"),
+            Failure::Invalid(e) => format!("upstream of `{r}` sent invalid data for {w}: {e}"),
+            Failure::Checksum { expected, actual } => format!(
+                "checksum mismatch for {w} from the upstream of `{r}`: the index says {expected}, the file hashes to {actual}; it was not stored"
+            ),
+            Failure::TooLarge(limit) => {
+                format!("{w} from the upstream of `{r}` is larger than the {limit}-byte limit")
+            }
+        }
+    }
+
+    /// Whether trying the same request again may succeed.
+    pub fn retryable(&self) -> bool {
+        match self.failure {
+            Failure::Timeout | Failure::Connect(_) | Failure::Body(_) => true,
+            Failure::Status(s) => s >= 500 || s == 429,
+            Failure::Invalid(_) | Failure::Checksum { .. } | Failure::TooLarge(_) => false,
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.failure == Failure::Timeout
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self.failure {
+            Failure::Timeout => "timeout",
+            Failure::Connect(_) => "connect",
+            Failure::Status(s) if s >= 500 => "status_5xx",
+            Failure::Status(_) => "status_4xx",
+            Failure::Body(_) => "body",
+            Failure::Invalid(_) | Failure::TooLarge(_) => "invalid",
+            Failure::Checksum { .. } => "checksum",
+        }
+    }
+}
+
+/// The system's trusted roots, loaded once and shared by every upstream.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "could not load some system CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+    tracing::debug!(added, ignored, "loaded system CA certificates");
+    roots
+}
+
+/// An upstream response whose body has been read whole.
+#[derive(Debug)]
+pub struct Buffered {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub struct Upstream {
+    registry: RegistryName,
+    base: String,
+    client: reqwest::Client,
+    token: Option<HeaderValue>,
+    request_timeout: Duration,
+    download_timeout: Duration,
+    retries: u32,
+    metrics: Arc<Metrics>,
+}
+
+/// Index files above this size are refused (crates.io's largest are a few MB).
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Upstream {
+    pub fn new(
+        registry: &RegistryName,
+        cfg: &MirrorConfig,
+        system_roots: &RootCertStore,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut roots = system_roots.clone();
+        if let Some(path) = &cfg.ca_bundle {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "registries.{registry}.ca_bundle: cannot read PEM certificates from {}: {e}",
+                        path.display()
+                    )
+                })?;
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "registries.{registry}.ca_bundle: {} holds no certificate",
+                    path.display()
+                );
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    anyhow::anyhow!("registries.{registry}.ca_bundle: {}: {e}", path.display())
+                })?;
+            }
+        }
+        let mut tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("cratedock/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .read_timeout(Duration::from_millis(cfg.request_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        let token = match &cfg.token {
+            Some(t) => {
+                let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "registries.{registry}.token holds characters not allowed in a header"
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Self {
+            registry: registry.clone(),
+            base: cfg.upstream.clone(),
+            client,
+            token,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            download_timeout: Duration::from_millis(cfg.download_timeout_ms),
+            retries: cfg.retries,
+            metrics,
+        })
+    }
+
+    /// URL of a file below the upstream's index root.
+    pub fn index_url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn error(&self, what: impl Into<String>, failure: Failure) -> UpstreamError {
+        UpstreamError {
+            registry: self.registry.clone(),
+            what: what.into(),
+            failure,
+        }
+    }
+
+    fn classify(&self, what: &str, e: &reqwest::Error) -> UpstreamError {
+        let failure = if e.is_timeout() {
+            Failure::Timeout
+        } else if e.is_connect() {
+            Failure::Connect(error_chain(e))
+        } else if e.is_body() || e.is_decode() {
+            Failure::Body(error_chain(e))
+        } else {
+            Failure::Connect(error_chain(e))
+        };
+        self.error(what, failure)
+    }
+
+    fn record(&self, kind: Kind, outcome: &str, started: Instant) {
+        let reg = self.registry.as_str();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[reg, kind.label(), outcome])
+            .inc();
+        self.metrics
+            .upstream_seconds
+            .with_label_values(&[reg, kind.label()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn backoff(attempt: u32) -> Duration {
+        // 100 ms, 200 ms, 400 ms ... capped at 2 s, with up to 50% jitter from the clock.
+        let base = 100u64.saturating_mul(1 << attempt.min(5)).min(2_000);
+        let jitter = u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        ) % (base / 2 + 1);
+        Duration::from_millis(base + jitter)
+    }
+
+    async fn send_once(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        kind: Kind,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self.client.get(url).headers(headers.clone());
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, t.clone());
+        }
+        req = req.timeout(match kind {
+            Kind::Index => self.request_timeout,
+            Kind::Crate => self.download_timeout,
+        });
+        let resp = req.send().await.map_err(|e| self.classify(what, &e))?;
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(self.error(what, Failure::Status(status.as_u16())));
+        }
+        Ok(resp)
+    }
+
+    /// Sends a GET, retrying connect errors, timeouts, 5xx and 429 with backoff. Any other
+    /// status is returned for the caller to judge.
+    pub async fn send(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        kind: Kind,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            match self.send_once(url, headers, kind, what).await {
+                Ok(resp) => {
+                    let outcome = match resp.status() {
+                        s if s.is_success() => "ok",
+                        StatusCode::NOT_MODIFIED => "not_modified",
+                        StatusCode::NOT_FOUND | StatusCode::GONE => "not_found",
+                        _ => "status_4xx",
+                    };
+                    self.record(kind, outcome, started);
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    self.record(kind, e.outcome(), started);
+                    if !e.retryable() || attempt >= self.retries {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, attempt, "retrying upstream request");
+                    tokio::time::sleep(Self::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// GETs an index file and reads its body whole; a cut-off body is retried like a failed
+    /// request.
+    pub async fn get_buffered(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<Buffered, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let resp = self.send(url, headers, Kind::Index, what).await?;
+            let status = resp.status();
+            let resp_headers = resp.headers().clone();
+            match self.read_body(resp, MAX_INDEX_BYTES, what).await {
+                Ok(body) => {
+                    return Ok(Buffered {
+                        status,
+                        headers: resp_headers,
+                        body,
+                    });
+                }
+                Err(e) => {
+                    self.record(Kind::Index, e.outcome(), Instant::now());
+                    if !e.retryable() || attempt >= self.retries {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Self::backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        if resp.content_length().is_some_and(|l| l > limit) {
+            return Err(self.error(what, Failure::TooLarge(limit)));
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(what, &e))? {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(self.error(what, Failure::TooLarge(limit)));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Reads the next chunk of a streamed body, classifying failures.
+    pub async fn next_chunk(
+        &self,
+        resp: &mut reqwest::Response,
+        what: &str,
+    ) -> Result<Option<Bytes>, UpstreamError> {
+        resp.chunk().await.map_err(|e| self.classify(what, &e))
+    }
+}
+
+/// The error and its causes on one line (reqwest's Display stops at the outermost).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
