@@ -223,10 +223,9 @@ impl Upstream {
             Failure::Timeout
         } else if e.is_connect() {
             Failure::Connect(error_chain(e))
-        } else if e.is_body() || e.is_decode() {
-            Failure::Body(error_chain(e))
         } else {
-            Failure::Connect(error_chain(e))
+            // The connection broke after it was made: mid-response, or before the head.
+            Failure::Body(error_chain(e))
         };
         self.error(what, failure)
     }

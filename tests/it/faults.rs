@@ -1,0 +1,223 @@
+//! An upstream that misbehaves: nothing bad is cached, stale copies stand in, errors are clear.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+async fn detail(r: reqwest::Response) -> String {
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.unwrap()).expect("errors are JSON");
+    body["errors"][0]["detail"]
+        .as_str()
+        .expect("cargo's error shape")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checksum_mismatch_is_refused_and_not_cached() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    up.set_fault(Fault::WrongBytes, Target::Crates);
+
+    let project = CargoProject::new(&cd.index_url(), &[("serde", "1")]);
+    project.ok(&["generate-lockfile"]);
+    let out = project.cargo(&["fetch"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("502"), "{stderr}");
+    assert!(
+        stderr.contains("checksum mismatch for crate serde 1.0.0"),
+        "{stderr}"
+    );
+    assert!(cd.stored_crates().is_empty(), "nothing stored");
+    assert_eq!(
+        cd.metric("checksum_failures_total", "registry=\"crates-io\"")
+            .await,
+        1.0
+    );
+
+    // Asked again, it is fetched again (a bad copy was never cached) and refused again.
+    let r = http_client()
+        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(detail(r).await.contains("checksum mismatch"));
+    assert_eq!(up.hits("/dl/"), 2);
+
+    up.set_fault(Fault::None, Target::All);
+    project.ok(&["fetch"]);
+    assert_eq!(cd.stored_crates().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(
+        &up.index_url(),
+        "index_ttl_ms = 0\nstale_while_revalidate_ms = 0\nrequest_timeout_ms = 300",
+    ))
+    .await;
+    let client = http_client();
+    let url = cd.url("/crates-io/index/se/rd/serde");
+    let good = client.get(&url).send().await.unwrap().text().await.unwrap();
+
+    for fault in [
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Delay(Duration::from_secs(2)),
+        Fault::Html200,
+        Fault::CutOff,
+    ] {
+        up.set_fault(fault.clone(), Target::Index);
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{fault:?}");
+        assert_eq!(r.text().await.unwrap(), good, "{fault:?}: the stale copy");
+    }
+    assert_eq!(
+        cd.metric("cache_results_total", "kind=\"index\",result=\"stale\"")
+            .await,
+        5.0
+    );
+    assert!(
+        cd.metric("upstream_requests_total", "outcome=\"timeout\"")
+            .await
+            >= 1.0
+    );
+    assert!(
+        cd.metric("upstream_requests_total", "outcome=\"status_5xx\"")
+            .await
+            >= 2.0
+    );
+
+    // After the faults, the good file is still what is cached and served.
+    up.set_fault(Fault::None, Target::All);
+    assert_eq!(
+        client.get(&url).send().await.unwrap().text().await.unwrap(),
+        good
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_stale_copy_upstream_failures_are_clear_gateway_errors() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "request_timeout_ms = 300")).await;
+    let client = http_client();
+    let url = cd.url("/crates-io/index/se/rd/serde");
+
+    for (fault, status, words) in [
+        (Fault::Status(500), 502, "answered HTTP 500"),
+        (Fault::Delay(Duration::from_secs(2)), 504, "timed out"),
+        (Fault::Html200, 502, "invalid data"),
+        (Fault::CutOff, 502, "cut off"),
+    ] {
+        up.set_fault(fault.clone(), Target::Index);
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{fault:?}");
+        let d = detail(r).await;
+        assert!(
+            d.contains(words) && d.contains("crates-io"),
+            "{fault:?}: {d}"
+        );
+    }
+    // None of it was cached: with the upstream healthy, the real file arrives.
+    up.set_fault(Fault::None, Target::All);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("\"name\":\"serde\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_crate_downloads_are_never_stored() {
+    let up = FakeUpstream::start().await;
+    let p = build(CrateSpec::new("serde", "1.0.0").padding(200_000));
+    up.publish(p.clone());
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "download_timeout_ms = 500")).await;
+    let client = http_client();
+    let url = cd.url("/crates-io/api/v1/crates/serde/1.0.0/download");
+
+    for (fault, status) in [
+        (Fault::CutOff, 502),
+        (Fault::Html200, 502),
+        (Fault::Status(503), 502),
+        (Fault::Delay(Duration::from_secs(2)), 504),
+    ] {
+        up.set_fault(fault.clone(), Target::Crates);
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{fault:?}");
+        assert!(detail(r).await.contains("serde 1.0.0"), "{fault:?}");
+        assert!(cd.stored_crates().is_empty(), "{fault:?}: nothing stored");
+    }
+    let tmp = std::fs::read_dir(cd.data_dir.join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "no partial files left behind");
+
+    up.set_fault(Fault::None, Target::All);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        p.tarball.as_slice(),
+        "byte-exact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_cargo_shaped_4xx_and_touches_nothing() {
+    let up = FakeUpstream::start().await;
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let client = http_client();
+    let long = "a".repeat(300);
+    let cases = [
+        ("/crates-io/index/..%2F..%2Fetc/passwd".to_owned(), 400),
+        ("/crates-io/index/se/rd/SERDE".to_owned(), 400),
+        ("/crates-io/index/xx/yy/serde".to_owned(), 400),
+        ("/crates-io/index/se/rd/ser%00de".to_owned(), 400),
+        (format!("/crates-io/index/aa/aa/{long}"), 400),
+        (
+            "/crates-io/api/v1/crates/..%2F..%2Fx/1.0.0/download".to_owned(),
+            400,
+        ),
+        (
+            "/crates-io/api/v1/crates/serde/not-a-version/download".to_owned(),
+            400,
+        ),
+        (
+            "/crates-io/api/v1/crates/serde/1.0/download".to_owned(),
+            400,
+        ),
+        (
+            "/crates-io/api/v1/crates/ser%2Fde/1.0.0/download".to_owned(),
+            400,
+        ),
+        ("/nope/index/se/rd/serde".to_owned(), 404),
+        ("/nope/index/config.json".to_owned(), 404),
+        ("/crates-io/whatever".to_owned(), 404),
+    ];
+    for (path, status) in &cases {
+        let r = client.get(cd.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let d = detail(r).await;
+        assert!(!d.is_empty() && d.len() < 400, "{path}: {d}");
+    }
+    let r = client
+        .post(cd.url("/crates-io/index/se/rd/serde"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(detail(r).await.contains("POST"));
+
+    assert_eq!(up.hits("/"), 0, "nothing reached the upstream");
+    assert!(!cd.data_dir.join("index").exists(), "nothing was written");
+    assert!(!cd.data_dir.join("crates").exists(), "nothing was written");
+}

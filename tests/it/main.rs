@@ -1,0 +1,10 @@
+//! End-to-end tests: real `cargo` → the `cratedock` binary → a fake upstream on loopback.
+//!
+//! Test bodies run on the test thread (which may block on a cargo process) while the fake
+//! upstream runs on the runtime's worker threads.
+
+mod support;
+
+mod faults;
+mod mirror;
+mod operations;

@@ -1,0 +1,127 @@
+//! Operations: metrics, health, graceful shutdown, config checking.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let client = http_client();
+    assert_eq!(
+        client
+            .get(cd.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(cd.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = client
+        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
+        .header("x-request-id", "test-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "test-123");
+
+    let text = client
+        .get(cd.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "cratedock_http_requests_total{route=\"/{registry}/api/v1/crates/{name}/{version}/download\",status=\"200\"} 1",
+        "cratedock_http_request_duration_seconds_bucket",
+        "cratedock_bytes_served_total{kind=\"crate\"}",
+        "cratedock_cache_results_total{kind=\"crate\",result=\"miss\",tier=\"upstream\"} 1",
+        "cratedock_upstream_requests_total{kind=\"crate\",outcome=\"ok\",registry=\"crates-io\"} 1",
+        "cratedock_upstream_request_duration_seconds_bucket",
+        "cratedock_cache_entries{kind=\"crate\",tier=\"disk\"} 1",
+        "cratedock_cache_bytes{kind=\"all\",tier=\"memory\"}",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+    assert!(!text.contains("serde"), "no crate names in labels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let mut cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    up.set_fault(Fault::Delay(Duration::from_millis(800)), Target::Crates);
+    let client = http_client();
+    let url = cd.url("/crates-io/api/v1/crates/serde/1.0.0/download");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let status = cd.terminate().await;
+    assert!(status.success(), "clean exit: {status}");
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the request in flight completed"
+    );
+    assert!(cd.log().contains("all connections drained"), "{}", cd.log());
+    let refused = http_client().get(cd.url("/health/live")).send().await;
+    assert!(refused.is_err(), "no longer accepting");
+}
+
+#[test]
+fn config_check_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[server]\nlisten = \"0.0.0.0:9000\"\n[registries.internal]\nkind = \"mirror\"\nupstream = \"https://registry.corp.example/index/\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 registry: internal)"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[cache]\nmemory_max_byte = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("memory_max_byte") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[registries.crates-io]"));
+}

@@ -1,0 +1,284 @@
+//! Test harness: the real `cratedock` binary on a loopback port, a fake upstream, and real
+//! `cargo` with its own `CARGO_HOME` per project.
+
+pub mod registry;
+pub mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub use registry::{CrateSpec, build, sha256_hex};
+pub use upstream::{FakeUpstream, Fault, Target};
+
+/// Installs the process-wide rustls provider the test's HTTP client needs.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+pub fn http_client() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `cratedock` binary running as a child process.
+pub struct Cratedock {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Mirror settings for the test's `crates-io` registry, as TOML lines.
+pub fn mirror_config(upstream: &str, extra: &str) -> String {
+    format!(
+        "[cache]\ncoalesce_wait_ms = 20000\n\n[registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\nretries = 0\n{extra}\n"
+    )
+}
+
+impl Cratedock {
+    /// Starts cratedock with `config` (TOML) and a new data folder.
+    pub async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Self::start_in(config, dir, data_dir).await
+    }
+
+    async fn start_in(config: &str, dir: tempfile::TempDir, data_dir: PathBuf) -> Self {
+        let config_path = dir.path().join("cratedock.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join(format!("cratedock-{}.log", free_port()));
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env("RUST_LOG", "cratedock=debug,info")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let me = Self {
+            port,
+            data_dir,
+            child: Some(child),
+            log,
+            _dir: dir,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    async fn wait_ready(&self) {
+        let client = http_client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/health/ready")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cratedock did not become ready:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn index_url(&self) -> String {
+        self.url("/crates-io/index/")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Value of one metric series, matched by name and a label substring (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("cratedock_{name}{{")) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cratedock did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops (SIGTERM) and starts again with the same data folder and config.
+    pub async fn restart(mut self) -> Self {
+        let status = self.terminate().await;
+        assert!(status.success(), "exit status {status}\n{}", self.log());
+        let config = std::fs::read_to_string(self._dir.path().join("cratedock.toml")).unwrap();
+        let data_dir = self.data_dir.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        Self::start_in(&config, dir, data_dir).await
+    }
+
+    /// `.crate` files in the data folder.
+    pub fn stored_crates(&self) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path, out);
+                    } else if path.extension().is_some_and(|x| x == "crate") {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.join("crates"), &mut out);
+        out
+    }
+}
+
+impl Drop for Cratedock {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A cargo project with its own `CARGO_HOME` whose crates.io is replaced by cratedock.
+pub struct CargoProject {
+    dir: tempfile::TempDir,
+}
+
+impl CargoProject {
+    pub fn new(index_url: &str, deps: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("app/src")).unwrap();
+        std::fs::create_dir_all(root.join("home")).unwrap();
+        let mut manifest = String::from(
+            "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n",
+        );
+        for (name, req) in deps {
+            manifest.push_str(&format!("{name} = \"{req}\"\n"));
+        }
+        std::fs::write(root.join("app/Cargo.toml"), manifest).unwrap();
+        std::fs::write(root.join("app/src/main.rs"), "fn main() {}\n").unwrap();
+        let me = Self { dir };
+        me.point_at(index_url);
+        me
+    }
+
+    /// Rewrites the cargo config to use `index_url` as crates.io's replacement.
+    pub fn point_at(&self, index_url: &str) {
+        std::fs::write(
+            self.dir.path().join("home/config.toml"),
+            format!(
+                "[source.crates-io]\nreplace-with = \"cratedock\"\n\n[source.cratedock]\nregistry = \"sparse+{index_url}\"\n\n[net]\nretry = 0\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A second project sharing nothing with this one but its lockfile.
+    pub fn fresh_home(&self, index_url: &str) -> CargoProject {
+        let other = CargoProject::new(index_url, &[]);
+        for f in ["Cargo.toml", "Cargo.lock"] {
+            let from = self.dir.path().join("app").join(f);
+            if from.exists() {
+                std::fs::copy(from, other.dir.path().join("app").join(f)).unwrap();
+            }
+        }
+        other
+    }
+
+    pub fn cargo(&self, args: &[&str]) -> Output {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        Command::new(cargo)
+            .args(args)
+            .current_dir(self.dir.path().join("app"))
+            .env("CARGO_HOME", self.dir.path().join("home"))
+            .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
+            .env("CARGO_TERM_COLOR", "never")
+            .env("CARGO_HTTP_TIMEOUT", "30")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs cargo and fails the test with its output when it fails.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cargo(args);
+        assert!(
+            out.status.success(),
+            "cargo {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn lockfile(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("app/Cargo.lock")).unwrap_or_default()
+    }
+}

@@ -1,0 +1,272 @@
+//! A fake upstream sparse registry on loopback: serves generated crates, counts requests, and
+//! misbehaves on demand (status codes, delays, wrong bytes, cut-off bodies, HTML pages, down).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::registry::{Published, index_path, sha256_hex};
+
+/// What to break, and where.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    None,
+    Status(u16),
+    Delay(Duration),
+    /// Crate files: serve other bytes than the index's checksum names.
+    WrongBytes,
+    /// Announce the full length, send half, then drop the connection.
+    CutOff,
+    /// A 200 with an HTML error page instead of the file.
+    Html200,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Target {
+    Index,
+    Crates,
+    All,
+}
+
+#[derive(Default)]
+struct State_ {
+    /// Lower-case name → published versions, in publish order.
+    crates: BTreeMap<String, Vec<Published>>,
+    fault: Option<(Fault, Target)>,
+    hits: HashMap<String, usize>,
+    cache_control: Option<String>,
+}
+
+type Shared = Arc<Mutex<State_>>;
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> Self {
+        let state: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/index/config.json", get(config_json))
+            .route("/index/{*path}", get(index_file))
+            .route("/dl/{name}/{file}", get(download))
+            .with_state((state.clone(), addr));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            state,
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// The sparse index URL of this upstream (without `sparse+`).
+    pub fn index_url(&self) -> String {
+        format!("http://{}/index/", self.addr)
+    }
+
+    pub fn publish(&self, p: Published) {
+        let mut s = self.state.lock().unwrap();
+        s.crates
+            .entry(p.spec.name.to_ascii_lowercase())
+            .or_default()
+            .push(p);
+    }
+
+    pub fn set_fault(&self, fault: Fault, target: Target) {
+        self.state.lock().unwrap().fault = (fault != Fault::None).then_some((fault, target));
+    }
+
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        self.state.lock().unwrap().cache_control = value.map(str::to_owned);
+    }
+
+    /// Requests seen for paths starting with `prefix` (e.g. `/dl/`, `/index/se/rd/serde`).
+    pub fn hits(&self, prefix: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.hits
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Stops serving: later connections are refused.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
+        }
+    }
+}
+
+type Ctx = (Shared, SocketAddr);
+
+fn count(state: &Shared, path: &str) {
+    *state
+        .lock()
+        .unwrap()
+        .hits
+        .entry(path.to_owned())
+        .or_default() += 1;
+}
+
+fn fault_for(state: &Shared, target: Target) -> Fault {
+    match &state.lock().unwrap().fault {
+        Some((f, t)) if *t == target || *t == Target::All => f.clone(),
+        _ => Fault::None,
+    }
+}
+
+/// Applies a fault that does not depend on the body; returns a response when it answers.
+async fn common_fault(fault: &Fault) -> Option<Response> {
+    match fault {
+        Fault::Status(code) => Some(
+            (
+                StatusCode::from_u16(*code).unwrap(),
+                "upstream is having a bad day",
+            )
+                .into_response(),
+        ),
+        Fault::Delay(d) => {
+            tokio::time::sleep(*d).await;
+            None
+        }
+        Fault::Html200 => Some(
+            (
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>Service maintenance</h1></body></html>",
+            )
+                .into_response(),
+        ),
+        _ => None,
+    }
+}
+
+fn cut_off(bytes: Vec<u8>) -> Response {
+    let len = bytes.len();
+    let half = bytes[..len / 2].to_vec();
+    let stream = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from(half)),
+        Err(std::io::Error::other("connection dropped on purpose")),
+    ]);
+    Response::builder()
+        .header(header::CONTENT_LENGTH, len)
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn config_json(State((state, addr)): State<Ctx>) -> Response {
+    count(&state, "/index/config.json");
+    if let Some(r) = common_fault(&fault_for(&state, Target::Index)).await {
+        return r;
+    }
+    let body = serde_json::json!({ "dl": format!("http://{addr}/dl/{{crate}}/{{crate}}-{{version}}.crate") });
+    body.to_string().into_response()
+}
+
+async fn index_file(
+    State((state, _)): State<Ctx>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    count(&state, &format!("/index/{path}"));
+    let fault = fault_for(&state, Target::Index);
+    if let Some(r) = common_fault(&fault).await {
+        return r;
+    }
+    let (body, cache_control) = {
+        let s = state.lock().unwrap();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let found = s
+            .crates
+            .get(name)
+            .filter(|_| index_path(name) == path)
+            .map(|versions| {
+                versions
+                    .iter()
+                    .map(|p| format!("{}\n", p.line))
+                    .collect::<String>()
+            });
+        (found, s.cache_control.clone())
+    };
+    let Some(body) = body else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    if fault == Fault::CutOff {
+        return cut_off(body.into_bytes());
+    }
+    let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
+    let mut resp = if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        body.into_response()
+    };
+    resp.headers_mut()
+        .insert(header::ETAG, etag.parse().unwrap());
+    if let Some(cc) = cache_control {
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, cc.parse().unwrap());
+    }
+    resp
+}
+
+async fn download(
+    State((state, _)): State<Ctx>,
+    Path((name, file)): Path<(String, String)>,
+) -> Response {
+    count(&state, &format!("/dl/{name}/{file}"));
+    let fault = fault_for(&state, Target::Crates);
+    if let Some(r) = common_fault(&fault).await {
+        return r;
+    }
+    let tarball = {
+        let s = state.lock().unwrap();
+        s.crates
+            .get(&name.to_ascii_lowercase())
+            .and_then(|versions| {
+                versions
+                    .iter()
+                    .find(|p| format!("{}-{}.crate", p.spec.name, p.spec.version) == file)
+                    .map(|p| p.tarball.clone())
+            })
+    };
+    let Some(mut tarball) = tarball else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    match fault {
+        Fault::WrongBytes => {
+            let last = tarball.len() - 1;
+            tarball[last] ^= 0xff;
+            tarball.into_response()
+        }
+        Fault::CutOff => cut_off(tarball),
+        _ => ([(header::CONTENT_TYPE, "application/gzip")], tarball).into_response(),
+    }
+}
