@@ -1,1 +1,130 @@
-fn main() {}
+//! Micro-benchmarks of the hot paths, through the whole router and middleware, in process:
+//! an index file from the memory tier (200 and 304), a crate file from memory, a crate file
+//! from disk. A fake upstream on loopback fills the cache once before measuring.
+//!
+//! Run: `cargo bench --bench hot_paths`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+// The test fixtures: generated crates and the fake upstream (the bench uses part of them).
+#[allow(dead_code)]
+#[path = "../tests/it/support/registry.rs"]
+mod registry;
+#[allow(dead_code)]
+#[path = "../tests/it/support/upstream.rs"]
+mod upstream;
+
+use registry::{CrateSpec, build};
+use upstream::FakeUpstream;
+
+const INDEX: &str = "/crates-io/index/ho/t-/hot-index";
+const SMALL: &str = "/crates-io/api/v1/crates/small/1.0.0/download";
+const LARGE: &str = "/crates-io/api/v1/crates/large/1.0.0/download";
+
+fn app(upstream: &str, dir: &std::path::Path, memory_item_cap: u64) -> axum::Router {
+    let toml = format!(
+        "[storage]\ndata_dir = \"{}\"\n[cache]\nmemory_max_item_bytes = {memory_item_cap}\n\
+         [registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\n\
+         index_ttl_ms = 3600000\n",
+        dir.display()
+    );
+    let config = cratedock::config::Config::merge(
+        "bench",
+        &toml,
+        &[],
+        &cratedock::config::CliOverrides::default(),
+    )
+    .expect("bench config");
+    let app =
+        cratedock::app::App::with_meta(config, Arc::new(cratedock::store::MemoryMeta::default()))
+            .expect("app");
+    cratedock::http::router(app)
+}
+
+async fn get(router: &axum::Router, path: &str, etag: Option<&str>) -> (u16, usize) {
+    let mut req = http::Request::get(path);
+    if let Some(e) = etag {
+        req = req.header("if-none-match", e);
+    }
+    let resp = router
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, body.len())
+}
+
+fn hot_paths(c: &mut Criterion) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, in_memory, on_disk, index_len, etag) = rt.block_on(async {
+        let up = FakeUpstream::start().await;
+        // ~190 KB index file: 900 versions of one crate.
+        for i in 0..900 {
+            let spec = CrateSpec::new("hot-index", &format!("1.{i}.0"))
+                .dep("serde", "^1")
+                .dep("tokio", "^1");
+            up.publish(build(spec));
+        }
+        up.publish(build(CrateSpec::new("small", "1.0.0").padding(99_000)));
+        up.publish(build(CrateSpec::new("large", "1.0.0").padding(1_500_000)));
+        let in_memory = app(&up.index_url(), &dir.path().join("a"), 2 * 1024 * 1024);
+        let on_disk = app(&up.index_url(), &dir.path().join("b"), 0);
+        let (s, index_len) = get(&in_memory, INDEX, None).await;
+        assert_eq!(s, 200);
+        for r in [&in_memory, &on_disk] {
+            assert_eq!(get(r, SMALL, None).await.0, 200);
+            assert_eq!(get(r, LARGE, None).await.0, 200);
+        }
+        let resp = in_memory
+            .clone()
+            .oneshot(http::Request::get(INDEX).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        (up, in_memory, on_disk, index_len, etag)
+    });
+
+    let mut g = c.benchmark_group("hot");
+    g.measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(40);
+    g.throughput(Throughput::Bytes(index_len as u64));
+    g.bench_function("index_hit_memory_200", |b| {
+        b.to_async(&rt).iter(|| get(&in_memory, INDEX, None))
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("index_hit_memory_304", |b| {
+        b.to_async(&rt).iter(|| get(&in_memory, INDEX, Some(&etag)))
+    });
+    g.bench_function("crate_99k_hit_memory", |b| {
+        b.to_async(&rt).iter(|| get(&in_memory, SMALL, None))
+    });
+    g.bench_function("crate_99k_hit_disk", |b| {
+        b.to_async(&rt).iter(|| get(&on_disk, SMALL, None))
+    });
+    g.bench_function("crate_1_5m_hit_memory", |b| {
+        b.to_async(&rt).iter(|| get(&in_memory, LARGE, None))
+    });
+    g.bench_function("crate_1_5m_hit_disk", |b| {
+        b.to_async(&rt).iter(|| get(&on_disk, LARGE, None))
+    });
+    g.finish();
+    drop(upstream);
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);

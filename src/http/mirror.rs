@@ -132,6 +132,20 @@ fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     })
 }
 
+/// Publish, yank, owners and search do not exist on a mirror; say so in cargo's words.
+pub async fn api_unsupported(
+    State(app): State<Arc<App>>,
+    Path((registry, _)): Path<(String, String)>,
+) -> ApiError {
+    match mirror(&app, &registry) {
+        Ok(m) => ApiError::not_found(format!(
+            "`{}` is a mirror: it serves index files and downloads only; publish, yank, owner and search are not available on it",
+            m.name()
+        )),
+        Err(e) => e,
+    }
+}
+
 pub async fn download(
     State(app): State<Arc<App>>,
     Path((registry, name, version)): Path<(String, String, String)>,

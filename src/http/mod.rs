@@ -14,7 +14,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get};
 
 use crate::app::App;
 
@@ -27,7 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/{registry}/api/v1/crates/{name}/{version}/download",
             get(mirror::download),
-        );
+        )
+        .route("/{registry}/api/v1/{*rest}", any(mirror::api_unsupported));
     // Operations.
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))

@@ -210,6 +210,13 @@ async fn bad_input_gets_cargo_shaped_4xx_and_touches_nothing() {
         assert!(!d.is_empty() && d.len() < 400, "{path}: {d}");
     }
     let r = client
+        .get(cd.url("/crates-io/api/v1/crates?q=serde&per_page=10"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(detail(r).await.contains("is a mirror"));
+    let r = client
         .post(cd.url("/crates-io/index/se/rd/serde"))
         .send()
         .await
