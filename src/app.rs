@@ -49,7 +49,7 @@ impl App {
         );
         let needs_roots = config.registries.values().any(|r| {
             let RegistryConfig::Mirror(m) = r;
-            m.upstream.starts_with("https://")
+            m.upstream.starts_with("https://") && m.system_roots
         });
         let roots = if needs_roots {
             system_roots()

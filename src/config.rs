@@ -50,6 +50,52 @@ pub struct ServerConfig {
     /// Base URL clients reach cratedock at; empty means `http://` plus the request's Host.
     pub public_url: String,
     pub shutdown_grace_ms: u64,
+    /// The HTTPS listener, beside the plain one; absent means no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// PEM: the server certificate first, then the intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA or Ed25519).
+    pub key_file: PathBuf,
+    #[serde(default = "d::client_auth")]
+    pub client_auth: ClientAuth,
+    /// PEM: the CA(s) that issue client certificates; needed unless `client_auth` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default = "d::reload_interval_ms")]
+    pub reload_interval_ms: u64,
+    #[serde(default = "d::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Verified client certificates that map to a principal, first match wins.
+    #[serde(default)]
+    pub principals: Vec<PrincipalRule>,
+}
+
+/// Maps a verified client certificate to a principal by its subject CN or one of its SANs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalRule {
+    pub principal: String,
+    /// The subject's common name, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_cn: Option<String>,
+    /// A DNS, URI or e-mail SAN, exactly; `*.example.com` matches DNS names below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub san: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +142,14 @@ pub struct MirrorConfig {
     pub token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<PathBuf>,
+    /// Trust the system's roots (plus `ca_bundle`); `false` trusts `ca_bundle` alone.
+    #[serde(default = "d::system_roots")]
+    pub system_roots: bool,
+    /// PEM client certificate chain and key presented to the upstream (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "d::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     #[serde(default = "d::request_timeout_ms")]
@@ -116,6 +170,20 @@ pub struct MirrorConfig {
 
 /// Defaults of the mirror keys (serde needs functions).
 mod d {
+    use super::ClientAuth;
+
+    pub fn client_auth() -> ClientAuth {
+        ClientAuth::Off
+    }
+    pub fn reload_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn handshake_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn system_roots() -> bool {
+        true
+    }
     pub fn connect_timeout_ms() -> u64 {
         5_000
     }
@@ -148,6 +216,9 @@ impl MirrorConfig {
             upstream: upstream.to_owned(),
             token: None,
             ca_bundle: None,
+            system_roots: d::system_roots(),
+            client_cert_file: None,
+            client_key_file: None,
             connect_timeout_ms: d::connect_timeout_ms(),
             request_timeout_ms: d::request_timeout_ms(),
             download_timeout_ms: d::download_timeout_ms(),
@@ -186,6 +257,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             shutdown_grace_ms: 30_000,
+            tls: None,
         }
     }
 }
@@ -340,6 +412,30 @@ impl Config {
                 ));
             }
         }
+        if let Some(tls) = &self.server.tls {
+            if tls.client_auth != ClientAuth::Off && tls.client_ca_file.is_none() {
+                return invalid(
+                    "server.tls.client_ca_file is needed when server.tls.client_auth is not off"
+                        .into(),
+                );
+            }
+            if tls.listen == self.server.listen {
+                return invalid("server.tls.listen and server.listen are the same address".into());
+            }
+            for (i, rule) in tls.principals.iter().enumerate() {
+                if rule.subject_cn.is_some() == rule.san.is_some() || rule.principal.is_empty() {
+                    return invalid(format!(
+                        "server.tls.principals[{i}] needs a principal and exactly one of subject_cn or san"
+                    ));
+                }
+            }
+            if tls.reload_interval_ms == 0 || tls.handshake_timeout_ms == 0 {
+                return invalid(
+                    "server.tls.reload_interval_ms and handshake_timeout_ms must be positive"
+                        .into(),
+                );
+            }
+        }
         if self.cache.memory_max_item_bytes > self.cache.memory_max_bytes {
             return invalid(
                 "cache.memory_max_item_bytes is larger than cache.memory_max_bytes".into(),
@@ -378,6 +474,16 @@ impl Config {
                 if v == 0 {
                     return invalid(format!("registries.{name}.{key} must be positive"));
                 }
+            }
+            if m.client_cert_file.is_some() != m.client_key_file.is_some() {
+                return invalid(format!(
+                    "registries.{name}: client_cert_file and client_key_file go together"
+                ));
+            }
+            if !m.system_roots && m.ca_bundle.is_none() && u.starts_with("https://") {
+                return invalid(format!(
+                    "registries.{name}: system_roots = false needs a ca_bundle to trust"
+                ));
             }
             if m.retries > 10 {
                 return invalid(format!("registries.{name}.retries is at most 10"));
@@ -488,6 +594,22 @@ mod tests {
         let RegistryConfig::Mirror(m) = full.registries.get_mut("crates-io").unwrap();
         m.token = Some(Secret::new("x"));
         m.ca_bundle = Some("x".into());
+        m.client_cert_file = Some("x".into());
+        m.client_key_file = Some("x".into());
+        full.server.tls = Some(TlsConfig {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            cert_file: "c".into(),
+            key_file: "k".into(),
+            client_auth: ClientAuth::Required,
+            client_ca_file: Some("ca".into()),
+            reload_interval_ms: 1,
+            handshake_timeout_ms: 1,
+            principals: vec![PrincipalRule {
+                principal: "p".into(),
+                subject_cn: Some("cn".into()),
+                san: Some("san".into()),
+            }],
+        });
         let known = toml::Value::try_from(full).unwrap();
         let documented = DEFAULT_TOML
             .lines()

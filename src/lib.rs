@@ -13,6 +13,7 @@ pub mod names;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -62,17 +62,7 @@ fn main() -> ExitCode {
         } => serve(config, CliOverrides { listen, data_dir }),
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => Config::load(Some(&file), &CliOverrides::default())
-            .map(|c| {
-                println!(
-                    "{}: ok ({} registr{}: {})",
-                    file.display(),
-                    c.registries.len(),
-                    if c.registries.len() == 1 { "y" } else { "ies" },
-                    c.registries.keys().cloned().collect::<Vec<_>>().join(", ")
-                );
-            })
-            .map_err(Into::into),
+        } => check(&file),
         Command::Config {
             command: ConfigCommand::Default,
         } => {
@@ -88,6 +78,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Validates a config file, including the TLS files and CA bundles it names.
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(Some(file), &CliOverrides::default())?;
+    if let Some(tls) = &config.server.tls {
+        let metrics = std::sync::Arc::new(cratedock::metrics::Metrics::new());
+        cratedock::tls::TlsServer::new(tls, metrics).context("server.tls")?;
+    }
+    let roots = rustls::RootCertStore::empty();
+    for (name, registry) in &config.registries {
+        let cratedock::config::RegistryConfig::Mirror(m) = registry;
+        let name = cratedock::names::RegistryName::new(name)?;
+        let metrics = std::sync::Arc::new(cratedock::metrics::Metrics::new());
+        cratedock::upstream::Upstream::new(&name, m, &roots, metrics)?;
+    }
+    println!(
+        "{}: ok ({} registr{}: {})",
+        file.display(),
+        config.registries.len(),
+        if config.registries.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        config
+            .registries
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 fn init_logging(config: &Config) {
@@ -112,11 +135,27 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listen = config.server.listen;
+        let tls_config = config.server.tls.clone();
         let app = cratedock::app::App::open(config)?;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let tls = match tls_config {
+            Some(t) => {
+                let server = cratedock::tls::TlsServer::new(&t, app.metrics.clone())
+                    .context("server.tls")?;
+                let listener =
+                    tokio::net::TcpListener::bind(t.listen)
+                        .await
+                        .with_context(|| {
+                            format!("cannot listen on {} (server.tls.listen)", t.listen)
+                        })?;
+                Some((listener, std::sync::Arc::new(server)))
+            }
+            None => None,
+        };
+        let plain = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        cratedock::server::serve(app, listener, cratedock::server::shutdown_signal()).await
+        let listeners = cratedock::server::Listeners { plain, tls };
+        cratedock::server::serve(app, listeners, cratedock::server::shutdown_signal()).await
     })
 }
 

@@ -4,7 +4,8 @@
 //! registry names, fixed outcome words), never crate names, paths or tokens.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -36,6 +37,14 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// Bytes held in each tier, by tier (memory, disk) and kind (index, crate, all).
     pub cache_bytes: IntGaugeVec,
+    /// HTTP requests by protocol version (HTTP/1.1, HTTP/2.0).
+    pub http_versions: IntCounterVec,
+    /// TLS handshakes by result (ok, error, timeout) and negotiated ALPN (h2, http/1.1, none).
+    pub tls_handshakes: IntCounterVec,
+    /// Reloads of the TLS certificate by result (ok, error).
+    pub tls_reloads: IntCounterVec,
+    /// When the TLS certificate in use expires, in seconds since the epoch.
+    pub tls_cert_not_after: IntGauge,
 }
 
 impl Metrics {
@@ -118,6 +127,32 @@ impl Metrics {
                 "Bytes held in each cache tier, by tier and kind.",
                 &["tier", "kind"],
             ),
+            http_versions: counter(
+                "http_requests_by_version_total",
+                "HTTP requests by protocol version.",
+                &["version"],
+            ),
+            tls_handshakes: counter(
+                "tls_handshakes_total",
+                "TLS handshakes by result and negotiated ALPN protocol.",
+                &["result", "alpn"],
+            ),
+            tls_reloads: counter(
+                "tls_certificate_reloads_total",
+                "Reloads of the TLS certificate by result.",
+                &["result"],
+            ),
+            tls_cert_not_after: {
+                let g = IntGauge::new(
+                    "tls_certificate_not_after_timestamp_seconds",
+                    "When the TLS certificate in use expires, in seconds since the epoch.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             registry,
         }
     }

@@ -1,60 +1,130 @@
-//! The listener: accepts connections (HTTP/1.1 and HTTP/2), sets `TCP_NODELAY`, and shuts
-//! down gracefully.
+//! The listeners: plain HTTP and HTTPS side by side, HTTP/1.1 and HTTP/2 on both (ALPN on
+//! HTTPS, prior knowledge on plain), `TCP_NODELAY` on every accepted socket, and a graceful
+//! shutdown shared by both.
 //!
-//! The rule this module keeps: on shutdown it stops accepting at once, reports not-ready, lets
-//! in-flight requests finish within the grace period, then flushes the metadata store.
+//! The rule this module keeps: every connection is served the same router with a
+//! [`ConnInfo`] in each request, so every route gets TLS and client identity for free; on
+//! shutdown it stops accepting at once, reports not-ready, lets in-flight requests finish
+//! within the grace period, then flushes the metadata store.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 
 use crate::app::App;
+use crate::tls::TlsServer;
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// What the listener knows about a connection; every request on it carries a copy.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    pub tls: bool,
+    /// The principal of a verified client certificate, when a rule maps it.
+    pub principal: Option<Arc<str>>,
+}
+
+pub struct Listeners {
+    pub plain: TcpListener,
+    pub tls: Option<(TcpListener, Arc<TlsServer>)>,
+}
+
+type Builder = Arc<auto::Builder<TokioExecutor>>;
+
+async fn accept(listener: &TcpListener) -> Option<TcpStream> {
+    match listener.accept().await {
+        Ok((stream, _)) => {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            Some(stream)
+        }
+        Err(e) => {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    info: ConnInfo,
+    router: axum::Router,
+    builder: Builder,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |mut req: http::Request<Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        req
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves `app` on the listeners until `shutdown` completes.
 pub async fn serve(
     app: Arc<App>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let router = crate::http::router(app.clone());
-    let service = TowerToHyperService::new(router);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(256);
+    let builder: Builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let local: SocketAddr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let Listeners { plain, tls } = listeners;
+    if let Some((listener, server)) = &tls {
+        tokio::spawn(server.clone().watch(stop_rx.clone()));
+        tracing::info!(addr = %listener.local_addr()?, "listening (HTTPS)");
+    }
     app.set_ready(true);
-    tracing::info!(addr = %local, registries = ?app.registry_names().collect::<Vec<_>>(), "listening");
+    tracing::info!(
+        addr = %plain.local_addr()?,
+        registries = ?app.registry_names().collect::<Vec<_>>(),
+        "listening (HTTP)"
+    );
 
     tokio::pin!(shutdown);
     loop {
+        let tls_accept = async {
+            match &tls {
+                Some((listener, server)) => (accept(listener).await, server.clone()),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service.clone())
-                    .into_owned();
-                let conn = graceful.watch(conn);
+            stream = accept(&plain) => {
+                let Some(stream) = stream else { continue };
+                let info = ConnInfo { tls: false, principal: None };
+                tokio::spawn(serve_connection(stream, info, router.clone(), builder.clone(), graceful.watcher()));
+            }
+            (stream, server) = tls_accept => {
+                let Some(stream) = stream else { continue };
+                let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    match server.accept(stream).await {
+                        Ok((stream, peer)) => {
+                            let info = ConnInfo { tls: true, principal: peer.principal };
+                            serve_connection(stream, info, router, builder, watcher).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     }
                 });
             }
@@ -62,7 +132,9 @@ pub async fn serve(
         }
     }
 
-    drop(listener);
+    drop(plain);
+    drop(tls);
+    let _ = stop_tx.send(true);
     app.set_ready(false);
     let grace = Duration::from_millis(app.config.server.shutdown_grace_ms);
     tracing::info!(

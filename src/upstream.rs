@@ -145,7 +145,11 @@ impl Upstream {
         system_roots: &RootCertStore,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let mut roots = system_roots.clone();
+        let mut roots = if cfg.system_roots {
+            system_roots.clone()
+        } else {
+            RootCertStore::empty()
+        };
         if let Some(path) = &cfg.ca_bundle {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -167,10 +171,25 @@ impl Upstream {
                 })?;
             }
         }
-        let mut tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
+        let builder = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
             .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut tls = match (&cfg.client_cert_file, &cfg.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = crate::tls::read_certs(cert)
+                    .map_err(|e| anyhow::anyhow!("registries.{registry}.client_cert_file: {e}"))?;
+                let key_der = crate::tls::read_key(key)
+                    .map_err(|e| anyhow::anyhow!("registries.{registry}.client_key_file: {e}"))?;
+                builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                    anyhow::anyhow!(
+                        "registries.{registry}: the key in {} does not fit the certificate in {}: {e}",
+                        key.display(),
+                        cert.display()
+                    )
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let client = reqwest::Client::builder()

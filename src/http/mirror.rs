@@ -11,6 +11,7 @@ use super::ApiError;
 use crate::app::App;
 use crate::names::{CrateName, IndexRequest, Version};
 use crate::proxy::{CrateBody, Lookup, Mirror};
+use crate::server::ConnInfo;
 use crate::store::IndexEntry;
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -33,7 +34,11 @@ pub async fn config_json(
     let mirror = mirror(&app, &registry)?;
     let base = match app.config.public_url() {
         Some(u) => u.to_owned(),
-        None => format!("http://{}", request_authority(&req)?),
+        None => {
+            let tls = req.extensions().get::<ConnInfo>().is_some_and(|c| c.tls);
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{}", request_authority(&req)?)
+        }
     };
     let body = serde_json::json!({
         "dl": format!("{base}/{}/api/v1/crates", mirror.name()),

@@ -11,6 +11,7 @@ use http::HeaderValue;
 use tracing::Instrument;
 
 use crate::app::App;
+use crate::server::ConnInfo;
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -36,12 +37,27 @@ pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let id = request_id(&req);
+    let principal = req
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.principal.clone());
     let span = tracing::info_span!(
         "request",
         id = id.to_str().unwrap_or_default(),
         method = %req.method(),
         path = req.uri().path(),
+        principal = principal.as_deref(),
     );
+    let version = match req.version() {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "other",
+    };
+    app.metrics
+        .http_versions
+        .with_label_values(&[version])
+        .inc();
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
     let route = route.as_deref().unwrap_or("unmatched");
