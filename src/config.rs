@@ -419,7 +419,7 @@ impl Config {
                         .into(),
                 );
             }
-            if tls.listen == self.server.listen {
+            if tls.listen == self.server.listen && tls.listen.port() != 0 {
                 return invalid("server.tls.listen and server.listen are the same address".into());
             }
             for (i, rule) in tls.principals.iter().enumerate() {

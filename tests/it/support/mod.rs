@@ -1,6 +1,7 @@
 //! Test harness: the real `cratedock` binary on a loopback port, a fake upstream, and real
 //! `cargo` with its own `CARGO_HOME` per project.
 
+pub mod pki;
 pub mod registry;
 pub mod upstream;
 
@@ -30,7 +31,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// A free loopback port (bound, then released for the server to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -133,20 +134,31 @@ impl Cratedock {
             .await
             .unwrap();
         text.lines()
-            .filter(|l| l.starts_with(&format!("cratedock_{name}{{")) && l.contains(labels))
+            .filter(|l| {
+                let series = format!("cratedock_{name}");
+                l.strip_prefix(&series)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                    && l.contains(labels)
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
+    /// Sends a signal (`HUP`, `TERM`) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id();
         let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -206,6 +218,11 @@ pub struct CargoProject {
 
 impl CargoProject {
     pub fn new(index_url: &str, deps: &[(&str, &str)]) -> Self {
+        Self::with_config(index_url, deps, "")
+    }
+
+    /// A project whose cargo config has `extra` appended (e.g. `[http]` settings).
+    pub fn with_config(index_url: &str, deps: &[(&str, &str)], extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("app/src")).unwrap();
@@ -218,20 +235,14 @@ impl CargoProject {
         }
         std::fs::write(root.join("app/Cargo.toml"), manifest).unwrap();
         std::fs::write(root.join("app/src/main.rs"), "fn main() {}\n").unwrap();
-        let me = Self { dir };
-        me.point_at(index_url);
-        me
-    }
-
-    /// Rewrites the cargo config to use `index_url` as crates.io's replacement.
-    pub fn point_at(&self, index_url: &str) {
         std::fs::write(
-            self.dir.path().join("home/config.toml"),
+            root.join("home/config.toml"),
             format!(
-                "[source.crates-io]\nreplace-with = \"cratedock\"\n\n[source.cratedock]\nregistry = \"sparse+{index_url}\"\n\n[net]\nretry = 0\n"
+                "[source.crates-io]\nreplace-with = \"cratedock\"\n\n[source.cratedock]\nregistry = \"sparse+{index_url}\"\n\n[net]\nretry = 0\n\n{extra}\n"
             ),
         )
         .unwrap();
+        Self { dir }
     }
 
     /// A second project sharing nothing with this one but its lockfile.

@@ -2,7 +2,6 @@
 //! misbehaves on demand (status codes, delays, wrong bytes, cut-off bodies, HTML pages, down).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +47,8 @@ struct State_ {
 type Shared = Arc<Mutex<State_>>;
 
 pub struct FakeUpstream {
-    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
+    pub base: Arc<str>,
     state: Shared,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -56,25 +56,63 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> Self {
+        Self::start_inner(None).await
+    }
+
+    /// Serves over TLS with `tls` (as `https://localhost:PORT`).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(Some(tls)).await
+    }
+
+    async fn start_inner(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let state: Shared = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let base: Arc<str> = match tls {
+            Some(_) => format!("https://localhost:{}", addr.port()).into(),
+            None => format!("http://{addr}").into(),
+        };
         let app = Router::new()
             .route("/index/config.json", get(config_json))
             .route("/index/{*path}", get(index_file))
             .route("/dl/{name}/{file}", get(download))
-            .with_state((state.clone(), addr));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+            .with_state((state.clone(), base.clone()));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = match tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            }),
+            Some(cfg) => tokio::spawn(async move {
+                let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let (acceptor, app) = (acceptor.clone(), app.clone());
+                            tokio::spawn(async move {
+                                // A refused handshake (no client certificate) just ends here.
+                                if let Ok(tls) = acceptor.accept(stream).await {
+                                    let service = hyper_util::service::TowerToHyperService::new(app);
+                                    let _ = hyper_util::server::conn::auto::Builder::new(
+                                        hyper_util::rt::TokioExecutor::new(),
+                                    )
+                                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                    .await;
+                                }
+                            });
+                        }
+                        _ = &mut rx => break,
+                    }
+                }
+            }),
+        };
         Self {
-            addr,
+            base,
             state,
             stop: Some(tx),
             handle: Some(handle),
@@ -83,7 +121,7 @@ impl FakeUpstream {
 
     /// The sparse index URL of this upstream (without `sparse+`).
     pub fn index_url(&self) -> String {
-        format!("http://{}/index/", self.addr)
+        format!("{}/index/", self.base)
     }
 
     pub fn publish(&self, p: Published) {
@@ -123,7 +161,7 @@ impl FakeUpstream {
     }
 }
 
-type Ctx = (Shared, SocketAddr);
+type Ctx = (Shared, Arc<str>);
 
 fn count(state: &Shared, path: &str) {
     *state
@@ -179,12 +217,13 @@ fn cut_off(bytes: Vec<u8>) -> Response {
         .unwrap()
 }
 
-async fn config_json(State((state, addr)): State<Ctx>) -> Response {
+async fn config_json(State((state, base)): State<Ctx>) -> Response {
     count(&state, "/index/config.json");
     if let Some(r) = common_fault(&fault_for(&state, Target::Index)).await {
         return r;
     }
-    let body = serde_json::json!({ "dl": format!("http://{addr}/dl/{{crate}}/{{crate}}-{{version}}.crate") });
+    let body =
+        serde_json::json!({ "dl": format!("{base}/dl/{{crate}}/{{crate}}-{{version}}.crate") });
     body.to_string().into_response()
 }
 
