@@ -84,6 +84,74 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     assert!(refused.is_err(), "no longer accepting");
 }
 
+/// A forward HTTP proxy on loopback that counts what it forwards.
+async fn forward_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let forwarded = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = forwarded.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let count = count.clone();
+        async move {
+            // A proxied request carries the absolute URL of the target.
+            count.fetch_add(1, Ordering::SeqCst);
+            let url = req.uri().to_string();
+            let resp = http_client().get(&url).send().await.unwrap();
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap();
+            (status, body)
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, forwarded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_requests_go_through_the_proxy_from_the_environment() {
+    use std::sync::atomic::Ordering;
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let (proxy, forwarded) = forward_proxy().await;
+    let proxy_url = format!("http://{proxy}");
+    let cd = Cratedock::start_with_env(
+        &mirror_config(&up.index_url(), ""),
+        &[("HTTP_PROXY", &proxy_url), ("http_proxy", &proxy_url)],
+    )
+    .await;
+    let client = http_client();
+    let r = client
+        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        forwarded.load(Ordering::SeqCst),
+        3,
+        "config.json, the index file, the crate"
+    );
+
+    // NO_PROXY exempts the upstream's host.
+    let (proxy, bypassed) = forward_proxy().await;
+    let proxy_url = format!("http://{proxy}");
+    let cd = Cratedock::start_with_env(
+        &mirror_config(&up.index_url(), ""),
+        &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")],
+    )
+    .await;
+    let r = client
+        .get(cd.url("/crates-io/index/se/rd/serde"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(bypassed.load(Ordering::SeqCst), 0);
+}
+
 #[test]
 fn config_check_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();

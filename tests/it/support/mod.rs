@@ -58,12 +58,22 @@ pub fn mirror_config(upstream: &str, extra: &str) -> String {
 impl Cratedock {
     /// Starts cratedock with `config` (TOML) and a new data folder.
     pub async fn start(config: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("data");
-        Self::start_in(config, dir, data_dir).await
+        Self::start_with_env(config, &[]).await
     }
 
-    async fn start_in(config: &str, dir: tempfile::TempDir, data_dir: PathBuf) -> Self {
+    /// Starts with extra environment variables (e.g. proxy settings).
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Self::start_in(config, dir, data_dir, env).await
+    }
+
+    async fn start_in(
+        config: &str,
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_path = dir.path().join("cratedock.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join(format!("cratedock-{}.log", free_port()));
@@ -81,6 +91,9 @@ impl Cratedock {
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
             .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
@@ -179,7 +192,7 @@ impl Cratedock {
         let config = std::fs::read_to_string(self._dir.path().join("cratedock.toml")).unwrap();
         let data_dir = self.data_dir.clone();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
-        Self::start_in(&config, dir, data_dir).await
+        Self::start_in(&config, dir, data_dir, &[]).await
     }
 
     /// `.crate` files in the data folder.
