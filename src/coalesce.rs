@@ -53,14 +53,15 @@ where
         let own_table = Arc::clone(&self.inflight);
         let own_key = key.clone();
         // The table lock is held until the flight is inserted, so the task's removal below
-        // cannot run before the insertion.
+        // cannot run before the insertion. The removal is a drop guard so that it also runs
+        // when the work panics: a dead flight must not block its key.
         let handle = tokio::spawn(async move {
-            let value = fut.await;
-            let mut table = own_table.lock().expect("coalescer lock");
-            if table.get(&own_key).is_some_and(|(i, _)| *i == id) {
-                table.remove(&own_key);
-            }
-            value
+            let _remove = RemoveOnDrop {
+                table: own_table,
+                key: own_key,
+                id,
+            };
+            fut.await
         });
         let flight = async move { handle.await.ok() }.boxed().shared();
         table.insert(key, (id, flight.clone()));
@@ -73,6 +74,25 @@ where
             .lock()
             .expect("coalescer lock")
             .contains_key(key)
+    }
+}
+
+/// Removes a flight's own entry from the table when its task ends, however it ends.
+struct RemoveOnDrop<K: Hash + Eq, V> {
+    table: Table<K, V>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V> Drop for RemoveOnDrop<K, V> {
+    fn drop(&mut self) {
+        let mut table = match self.table.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if table.get(&self.key).is_some_and(|(i, _)| *i == self.id) {
+            table.remove(&self.key);
+        }
     }
 }
 
@@ -106,6 +126,17 @@ mod tests {
         let (f, leader) = c.join("k", || async { 7 });
         assert!(leader);
         assert_eq!(f.await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flight_frees_its_key() {
+        let c: Coalescer<u8, u8> = Coalescer::default();
+        let (f, _) = c.join(1, || async { panic!("boom") });
+        assert_eq!(f.await, None);
+        assert!(!c.is_running(&1));
+        let (f, leader) = c.join(1, || async { 2 });
+        assert!(leader);
+        assert_eq!(f.await, Some(2));
     }
 
     #[tokio::test]

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// Base URL clients reach cratedock at; empty means `http://` plus the request's Host.
     pub public_url: String,
     pub shutdown_grace_ms: u64,
+    /// Open connections at most (plain and HTTPS together); beyond it, accepting waits.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, or the connection is closed.
+    pub header_read_timeout_ms: u64,
     /// The HTTPS listener, beside the plain one; absent means no TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -164,6 +168,8 @@ pub struct MirrorConfig {
     pub stale_while_revalidate_ms: u64,
     #[serde(default = "d::stale_if_error_max_age_ms")]
     pub stale_if_error_max_age_ms: u64,
+    #[serde(default = "d::revalidate_wait_ms")]
+    pub revalidate_wait_ms: u64,
     #[serde(default = "d::negative_ttl_ms")]
     pub negative_ttl_ms: u64,
 }
@@ -205,6 +211,9 @@ mod d {
     pub fn stale_if_error_max_age_ms() -> u64 {
         7 * 24 * 3600 * 1000
     }
+    pub fn revalidate_wait_ms() -> u64 {
+        5_000
+    }
     pub fn negative_ttl_ms() -> u64 {
         30_000
     }
@@ -226,6 +235,7 @@ impl MirrorConfig {
             index_ttl_ms: d::index_ttl_ms(),
             stale_while_revalidate_ms: d::stale_while_revalidate_ms(),
             stale_if_error_max_age_ms: d::stale_if_error_max_age_ms(),
+            revalidate_wait_ms: d::revalidate_wait_ms(),
             negative_ttl_ms: d::negative_ttl_ms(),
         }
     }
@@ -257,6 +267,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             shutdown_grace_ms: 30_000,
+            max_connections: 10_000,
+            header_read_timeout_ms: 30_000,
             tls: None,
         }
     }
@@ -435,6 +447,11 @@ impl Config {
                         .into(),
                 );
             }
+        }
+        if self.server.max_connections == 0 || self.server.header_read_timeout_ms == 0 {
+            return invalid(
+                "server.max_connections and server.header_read_timeout_ms must be positive".into(),
+            );
         }
         if self.cache.memory_max_item_bytes > self.cache.memory_max_bytes {
             return invalid(

@@ -171,8 +171,14 @@ impl Mirror {
             Some(MemValue::Index(e)) => (Some(e), "memory"),
             _ => match self.load_index(key).await? {
                 Some(e) => {
-                    self.memory.insert(mk.clone(), MemValue::Index(e.clone()));
-                    (Some(e), "disk")
+                    // A fetch may have put a newer copy in memory meanwhile; keep that one.
+                    match self
+                        .memory
+                        .insert_if_absent(mk.clone(), MemValue::Index(e.clone()))
+                    {
+                        MemValue::Index(current) => (Some(current), "disk"),
+                        MemValue::Crate(_) => (Some(e), "disk"),
+                    }
                 }
                 None => (None, "upstream"),
             },
@@ -195,7 +201,10 @@ impl Mirror {
             self.metrics.cache("index", tier, "stale");
             return Ok(Lookup::Found(entry));
         }
-        match self.refresh(key, Some(entry.clone())).await {
+        // With a stale copy in hand, wait only a little for the upstream; the refresh goes on in
+        // its own task and lands in the cache for the next request.
+        let wait = Duration::from_millis(self.cfg.revalidate_wait_ms);
+        match self.refresh_within(key, Some(entry.clone()), wait).await {
             Err(e) if e.upstream_failed() && stale_for < self.cfg.stale_if_error_max_age_ms => {
                 tracing::warn!(
                     registry = %self.name, file = %key.index_path(), error = %e,
@@ -217,6 +226,11 @@ impl Mirror {
             self.meta.remove_index(key)?;
             return Ok(None);
         };
+        // The body and its bookkeeping are written one after the other; a reader between the
+        // two (or a crash) could pair them wrongly, so the ETag is taken from the body itself.
+        let mut meta = meta;
+        meta.etag = etag_of(&body);
+        meta.size = body.len() as u64;
         Ok(Some(Arc::new(entry_from(body, meta)?)))
     }
 
@@ -243,6 +257,15 @@ impl Mirror {
         key: &IndexKey,
         old: Option<Arc<IndexEntry>>,
     ) -> Result<Lookup, ProxyError> {
+        self.refresh_within(key, old, self.coalesce_wait).await
+    }
+
+    async fn refresh_within(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<Arc<IndexEntry>>,
+        wait: Duration,
+    ) -> Result<Lookup, ProxyError> {
         let this = Arc::clone(self);
         let k = key.clone();
         let (flight, leader) = self.index_flights.join(key.clone(), move || async move {
@@ -254,19 +277,20 @@ impl Mirror {
                 .with_label_values(&["index"])
                 .inc();
         }
-        self.wait(flight, || format!("index file {}", key.index_path()))
+        self.wait(flight, wait, || format!("index file {}", key.index_path()))
             .await
     }
 
     async fn wait<T>(
         &self,
         flight: crate::coalesce::Flight<Result<T, ProxyError>>,
+        wait: Duration,
         what: impl Fn() -> String,
     ) -> Result<T, ProxyError>
     where
         T: Clone,
     {
-        match tokio::time::timeout(self.coalesce_wait, flight).await {
+        match tokio::time::timeout(wait, flight).await {
             Ok(Some(result)) => result,
             Ok(None) => Err(ProxyError::Store(format!(
                 "the fetch of {} was interrupted",
@@ -274,7 +298,7 @@ impl Mirror {
             ))),
             Err(_) => Err(ProxyError::WaitTimeout {
                 what: what(),
-                waited_ms: self.coalesce_wait.as_millis() as u64,
+                waited_ms: wait.as_millis() as u64,
             }),
         }
     }
@@ -350,7 +374,7 @@ impl Mirror {
                     AfterResponse::NotModified(p, _) | AfterResponse::Modified(p, _) => p,
                 };
                 let mut meta = old.meta.clone();
-                meta.fresh_until_ms = to_ms(now + policy.time_to_live(now));
+                meta.fresh_until_ms = fresh_until(&policy, now);
                 meta.checked_at_ms = to_ms(now);
                 meta.policy = policy;
                 self.meta.put_index(key, &meta)?;
@@ -385,12 +409,11 @@ impl Mirror {
         headers: &HeaderMap,
         now: SystemTime,
     ) -> Result<Arc<IndexEntry>, ProxyError> {
-        let digest = Sha256::digest(&body);
         let meta = IndexMeta {
-            etag: format!("\"{}\"", &hex(&digest)[..32]),
+            etag: etag_of(&body),
             upstream_etag: header_str(headers, header::ETAG),
             upstream_last_modified: header_str(headers, header::LAST_MODIFIED),
-            fresh_until_ms: to_ms(now + policy.time_to_live(now)),
+            fresh_until_ms: fresh_until(&policy, now),
             checked_at_ms: to_ms(now),
             size: body.len() as u64,
             policy,
@@ -452,7 +475,9 @@ impl Mirror {
                 .inc();
         }
         let fetched = self
-            .wait(flight, || format!("crate {name} {version}"))
+            .wait(flight, self.coalesce_wait, || {
+                format!("crate {name} {version}")
+            })
             .await?;
         if let Some(bytes) = fetched {
             return Ok(CrateBody::Memory(bytes));
@@ -533,7 +558,7 @@ impl Mirror {
     async fn download(&self, key: &CrateKey, url: &str, what: &str, cksum: &str) -> CrateFlight {
         let mut resp = self
             .upstream
-            .send(url, &HeaderMap::new(), Kind::Crate, what)
+            .send_once(url, &HeaderMap::new(), Kind::Crate, what)
             .await?;
         match resp.status() {
             StatusCode::OK => {}
@@ -611,6 +636,18 @@ impl Mirror {
         }
         Ok(bytes)
     }
+}
+
+/// Upstream freshness is capped, so that an absurd `max-age` cannot overflow the clock.
+const MAX_FRESHNESS: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn fresh_until(policy: &CachePolicy, now: SystemTime) -> u64 {
+    to_ms(now + policy.time_to_live(now).min(MAX_FRESHNESS))
+}
+
+/// cratedock's strong ETag of an index body: the first 128 bits of its SHA-256.
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", &hex(&Sha256::digest(body))[..32])
 }
 
 fn entry_from(body: Bytes, meta: IndexMeta) -> Result<IndexEntry, ProxyError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
@@ -61,6 +61,7 @@ async fn serve_connection<I>(
     router: axum::Router,
     builder: Builder,
     watcher: Watcher,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -83,9 +84,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let router = crate::http::router(app.clone());
+    let server_cfg = &app.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(256);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder: Builder = Arc::new(builder);
+    // Each connection holds a permit; when none is left, accepting waits (backpressure).
+    let permits = Arc::new(tokio::sync::Semaphore::new(server_cfg.max_connections));
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
@@ -103,6 +116,10 @@ pub async fn serve(
 
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         let tls_accept = async {
             match &tls {
                 Some((listener, server)) => (accept(listener).await, server.clone()),
@@ -113,7 +130,7 @@ pub async fn serve(
             stream = accept(&plain) => {
                 let Some(stream) = stream else { continue };
                 let info = ConnInfo { tls: false, principal: None };
-                tokio::spawn(serve_connection(stream, info, router.clone(), builder.clone(), graceful.watcher()));
+                tokio::spawn(serve_connection(stream, info, router.clone(), builder.clone(), graceful.watcher(), permit));
             }
             (stream, server) = tls_accept => {
                 let Some(stream) = stream else { continue };
@@ -122,7 +139,7 @@ pub async fn serve(
                     match server.accept(stream).await {
                         Ok((stream, peer)) => {
                             let info = ConnInfo { tls: true, principal: peer.principal };
-                            serve_connection(stream, info, router, builder, watcher).await;
+                            serve_connection(stream, info, router, builder, watcher, permit).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     }

@@ -127,6 +127,8 @@ pub struct Buffered {
 pub struct Upstream {
     registry: RegistryName,
     base: String,
+    /// `scheme://authority/` of `base`: the token goes only to URLs below it.
+    origin: String,
     client: reqwest::Client,
     token: Option<HeaderValue>,
     request_timeout: Duration,
@@ -212,8 +214,15 @@ impl Upstream {
             }
             None => None,
         };
+        let uri: http::Uri = cfg.upstream.parse()?;
+        let origin = format!(
+            "{}://{}/",
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
         Ok(Self {
             registry: registry.clone(),
+            origin,
             base: cfg.upstream.clone(),
             client,
             token,
@@ -261,8 +270,9 @@ impl Upstream {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    fn backoff(attempt: u32) -> Duration {
-        // 100 ms, 200 ms, 400 ms ... capped at 2 s, with up to 50% jitter from the clock.
+    /// How long to wait before retry number `attempt + 1`: 100 ms, 200 ms, 400 ms ... capped
+    /// at 2 s, with up to 50% jitter from the clock.
+    pub fn backoff(attempt: u32) -> Duration {
         let base = 100u64.saturating_mul(1 << attempt.min(5)).min(2_000);
         let jitter = u64::from(
             std::time::SystemTime::now()
@@ -273,67 +283,53 @@ impl Upstream {
         Duration::from_millis(base + jitter)
     }
 
-    async fn send_once(
+    /// Retries after a failure (connect errors, timeouts, cut-off bodies, 5xx, 429).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Sends one GET. 5xx and 429 are errors; any other status is returned for the caller to
+    /// judge. The token is sent only to the upstream's own origin, never to another host that
+    /// `dl` names (a CDN, a pre-signed blob store).
+    pub async fn send_once(
         &self,
         url: &str,
         headers: &HeaderMap,
         kind: Kind,
         what: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
+        let started = Instant::now();
         let mut req = self.client.get(url).headers(headers.clone());
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.token
+            && url.starts_with(&self.origin)
+        {
             req = req.header(header::AUTHORIZATION, t.clone());
         }
         req = req.timeout(match kind {
             Kind::Index => self.request_timeout,
             Kind::Crate => self.download_timeout,
         });
-        let resp = req.send().await.map_err(|e| self.classify(what, &e))?;
-        let status = resp.status();
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.error(what, Failure::Status(status.as_u16())));
-        }
-        Ok(resp)
-    }
-
-    /// Sends a GET, retrying connect errors, timeouts, 5xx and 429 with backoff. Any other
-    /// status is returned for the caller to judge.
-    pub async fn send(
-        &self,
-        url: &str,
-        headers: &HeaderMap,
-        kind: Kind,
-        what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
-        let mut attempt = 0;
-        loop {
-            let started = Instant::now();
-            match self.send_once(url, headers, kind, what).await {
-                Ok(resp) => {
-                    let outcome = match resp.status() {
-                        s if s.is_success() => "ok",
-                        StatusCode::NOT_MODIFIED => "not_modified",
-                        StatusCode::NOT_FOUND | StatusCode::GONE => "not_found",
-                        _ => "status_4xx",
-                    };
-                    self.record(kind, outcome, started);
-                    return Ok(resp);
-                }
-                Err(e) => {
-                    self.record(kind, e.outcome(), started);
-                    if !e.retryable() || attempt >= self.retries {
-                        return Err(e);
-                    }
-                    tracing::debug!(error = %e, attempt, "retrying upstream request");
-                    tokio::time::sleep(Self::backoff(attempt)).await;
-                    attempt += 1;
-                }
+        let result = match req.send().await {
+            Err(e) => Err(self.classify(what, &e)),
+            Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
+                Err(self.error(what, Failure::Status(resp.status().as_u16())))
             }
-        }
+            Ok(resp) => Ok(resp),
+        };
+        let outcome = match &result {
+            Ok(resp) => match resp.status() {
+                s if s.is_success() => "ok",
+                StatusCode::NOT_MODIFIED => "not_modified",
+                StatusCode::NOT_FOUND | StatusCode::GONE => "not_found",
+                _ => "status_4xx",
+            },
+            Err(e) => e.outcome(),
+        };
+        self.record(kind, outcome, started);
+        result
     }
 
-    /// GETs an index file and reads its body whole; a cut-off body is retried like a failed
-    /// request.
+    /// GETs an index file and reads its body whole, retrying failed attempts with backoff.
     pub async fn get_buffered(
         &self,
         url: &str,
@@ -342,25 +338,30 @@ impl Upstream {
     ) -> Result<Buffered, UpstreamError> {
         let mut attempt = 0;
         loop {
-            let resp = self.send(url, headers, Kind::Index, what).await?;
-            let status = resp.status();
-            let resp_headers = resp.headers().clone();
-            match self.read_body(resp, MAX_INDEX_BYTES, what).await {
-                Ok(body) => {
-                    return Ok(Buffered {
-                        status,
-                        headers: resp_headers,
-                        body,
-                    });
-                }
-                Err(e) => {
-                    self.record(Kind::Index, e.outcome(), Instant::now());
-                    if !e.retryable() || attempt >= self.retries {
-                        return Err(e);
-                    }
+            let result: Result<Buffered, UpstreamError> = async {
+                let resp = self.send_once(url, headers, Kind::Index, what).await?;
+                let status = resp.status();
+                let resp_headers = resp.headers().clone();
+                let body = self
+                    .read_body(resp, MAX_INDEX_BYTES, what)
+                    .await
+                    .inspect_err(|e| {
+                        self.record(Kind::Index, e.outcome(), Instant::now());
+                    })?;
+                Ok(Buffered {
+                    status,
+                    headers: resp_headers,
+                    body,
+                })
+            }
+            .await;
+            match result {
+                Err(e) if e.retryable() && attempt < self.retries => {
+                    tracing::debug!(error = %e, attempt, "retrying upstream request");
                     tokio::time::sleep(Self::backoff(attempt)).await;
                     attempt += 1;
                 }
+                other => return other,
             }
         }
     }

@@ -84,6 +84,14 @@ impl MemoryTier {
         }
     }
 
+    /// Inserts unless the key is present; returns what the cache then holds for the key.
+    pub fn insert_if_absent(&self, key: MemKey, value: MemValue) -> MemValue {
+        if value.weight() as u64 > self.max_item_bytes {
+            return value;
+        }
+        self.cache.entry(key).or_insert(value).into_value()
+    }
+
     pub fn fits(&self, len: u64) -> bool {
         len <= self.max_item_bytes
     }

@@ -228,3 +228,93 @@ async fn bad_input_gets_cargo_shaped_4xx_and_touches_nothing() {
     assert!(!cd.data_dir.join("index").exists(), "nothing was written");
     assert!(!cd.data_dir.join("crates").exists(), "nothing was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_upstream_max_age_is_capped_not_a_crash() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    up.set_cache_control(Some("max-age=18446744073709551615"));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let client = http_client();
+    for _ in 0..2 {
+        let r = client
+            .get(cd.url("/crates-io/index/se/rd/serde"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client
+        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "config.json and the index are usable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_revalidation_serves_the_stale_copy_and_finishes_in_the_background() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(
+        &up.index_url(),
+        "index_ttl_ms = 0\nstale_while_revalidate_ms = 0\nrevalidate_wait_ms = 200",
+    ))
+    .await;
+    let client = http_client();
+    let url = cd.url("/crates-io/index/se/rd/serde");
+    let v1 = client.get(&url).send().await.unwrap().text().await.unwrap();
+
+    up.publish(build(CrateSpec::new("serde", "1.1.0")));
+    up.set_fault(Fault::Delay(Duration::from_millis(1500)), Target::Index);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        v1,
+        "the stale copy, without waiting for the upstream"
+    );
+    assert!(cd.log().contains("serving a stale index file"));
+
+    // The revalidation finished on its own and stored 1.1.0: the next check is a 304.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    up.set_fault(Fault::None, Target::All);
+    let r = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(r.contains("1.1.0"), "{r}");
+    assert!(
+        cd.metric("cache_results_total", "result=\"revalidated\"")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_token_never_goes_to_another_origin() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    // Same server, other origin: `dl` says localhost, the index URL says 127.0.0.1.
+    let port = up.base.rsplit(':').next().unwrap().to_owned();
+    up.set_dl_base(&format!("http://localhost:{port}"));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "token = \"secret-token\"")).await;
+    let r = http_client()
+        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        up.authorized("/index/"),
+        2,
+        "config.json and the index file carry the token"
+    );
+    assert_eq!(up.hits("/dl/"), 1);
+    assert_eq!(
+        up.authorized("/dl/"),
+        0,
+        "the download on another origin does not"
+    );
+    assert!(
+        !cd.log().contains("secret-token"),
+        "the token is never logged"
+    );
+}

@@ -42,6 +42,10 @@ struct State_ {
     fault: Option<(Fault, Target)>,
     hits: HashMap<String, usize>,
     cache_control: Option<String>,
+    /// Requests that carried an `Authorization` header, by path.
+    authorized: HashMap<String, usize>,
+    /// Base URL written into `dl` instead of this server's own.
+    dl_base: Option<String>,
 }
 
 type Shared = Arc<Mutex<State_>>;
@@ -56,17 +60,25 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> Self {
-        Self::start_inner(None).await
+        Self::start_inner(None, 0).await
+    }
+
+    /// Serves on a given loopback port (0: any); used by `examples/bench_registry.rs`.
+    #[allow(dead_code)]
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_inner(None, port).await
     }
 
     /// Serves over TLS with `tls` (as `https://localhost:PORT`).
     pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
-        Self::start_inner(Some(tls)).await
+        Self::start_inner(Some(tls), 0).await
     }
 
-    async fn start_inner(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    async fn start_inner(tls: Option<Arc<rustls::ServerConfig>>, port: u16) -> Self {
         let state: Shared = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let base: Arc<str> = match tls {
             Some(_) => format!("https://localhost:{}", addr.port()).into(),
@@ -76,6 +88,10 @@ impl FakeUpstream {
             .route("/index/config.json", get(config_json))
             .route("/index/{*path}", get(index_file))
             .route("/dl/{name}/{file}", get(download))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                record_auth,
+            ))
             .with_state((state.clone(), base.clone()));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let handle = match tls {
@@ -136,6 +152,21 @@ impl FakeUpstream {
         self.state.lock().unwrap().fault = (fault != Fault::None).then_some((fault, target));
     }
 
+    /// Makes `dl` name another base URL (e.g. `http://localhost:PORT` for another origin).
+    pub fn set_dl_base(&self, base: &str) {
+        self.state.lock().unwrap().dl_base = Some(base.to_owned());
+    }
+
+    /// Requests for paths starting with `prefix` that carried an `Authorization` header.
+    pub fn authorized(&self, prefix: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.authorized
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     pub fn set_cache_control(&self, value: Option<&str>) {
         self.state.lock().unwrap().cache_control = value.map(str::to_owned);
     }
@@ -162,6 +193,22 @@ impl FakeUpstream {
 }
 
 type Ctx = (Shared, Arc<str>);
+
+async fn record_auth(
+    State(state): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        *state
+            .lock()
+            .unwrap()
+            .authorized
+            .entry(req.uri().path().to_owned())
+            .or_default() += 1;
+    }
+    next.run(req).await
+}
 
 fn count(state: &Shared, path: &str) {
     *state
@@ -222,6 +269,8 @@ async fn config_json(State((state, base)): State<Ctx>) -> Response {
     if let Some(r) = common_fault(&fault_for(&state, Target::Index)).await {
         return r;
     }
+    let dl_base = state.lock().unwrap().dl_base.clone();
+    let base = dl_base.as_deref().unwrap_or(&base);
     let body =
         serde_json::json!({ "dl": format!("{base}/dl/{{crate}}/{{crate}}-{{version}}.crate") });
     body.to_string().into_response()
