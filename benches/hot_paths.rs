@@ -126,5 +126,58 @@ fn hot_paths(c: &mut Criterion) {
     drop(upstream);
 }
 
-criterion_group!(benches, hot_paths);
+/// The memory tier alone: a hit and a miss among 10,000 entries (key built per lookup, as a
+/// request does), and inserts of 100 KB values into a full 64 MiB tier (each one evicts).
+fn memory_tier(c: &mut Criterion) {
+    use cratedock::names::{CrateName, RegistryName, Version};
+    use cratedock::store::{MemKey, MemValue, MemoryTier};
+
+    let tier = MemoryTier::new(64 * 1024 * 1024, 2 * 1024 * 1024);
+    let registry = RegistryName::new("crates-io").unwrap();
+    let version = Version::new("1.0.0").unwrap();
+    let names: Vec<CrateName> = (0..10_000)
+        .map(|i| CrateName::new(&format!("crate-{i}")).unwrap())
+        .collect();
+    let small = bytes::Bytes::from(vec![7u8; 4096]);
+    for n in &names {
+        tier.insert(
+            MemKey::krate(&registry, n, &version),
+            MemValue::Crate(small.clone()),
+        );
+    }
+    let mut g = c.benchmark_group("memory_tier");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut i = 0usize;
+    g.bench_function("get_hit_10k_entries", |b| {
+        b.iter(|| {
+            i = (i + 7919) % names.len();
+            tier.get(&MemKey::krate(&registry, &names[i], &version))
+        })
+    });
+    let absent = CrateName::new("not-cached").unwrap();
+    g.bench_function("get_miss", |b| {
+        b.iter(|| tier.get(&MemKey::krate(&registry, &absent, &version)))
+    });
+    let big = bytes::Bytes::from(vec![1u8; 100 * 1024]);
+    let mut n = 0u64;
+    g.bench_function("insert_100k_evicting", |b| {
+        b.iter(|| {
+            n += 1;
+            let name = CrateName::new(&format!("churn-{n}")).unwrap();
+            tier.insert(
+                MemKey::krate(&registry, &name, &version),
+                MemValue::Crate(big.clone()),
+            )
+        })
+    });
+    g.finish();
+    let (entries, bytes) = tier.usage();
+    assert!(
+        bytes <= 64 * 1024 * 1024,
+        "{entries} entries, {bytes} bytes: bounded"
+    );
+}
+
+criterion_group!(benches, hot_paths, memory_tier);
 criterion_main!(benches);

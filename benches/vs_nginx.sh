@@ -7,7 +7,8 @@
 #      1.5 MB crate, both servers alternating, ROUNDS times;
 #   3. cold `cargo fetch` of a 300-crate lockfile with the upstream answering after
 #      UPSTREAM_LATENCY_MS, each repetition with empty server caches and CARGO_HOME; then warm
-#      (server cache filled, empty CARGO_HOME);
+#      (server cache filled, empty CARGO_HOME); over plain HTTP (cargo: HTTP/1.1, 2
+#      connections) and over HTTPS (cargo: HTTP/2 by ALPN, multiplexed), both servers alike;
 #   4. CPU seconds and peak RSS of each server.
 # It prints a table of cratedock / nginx ratios and writes it to target/bench/vs_nginx.md.
 #
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-30}
-UP_PORT=18800 CD_PORT=18801 NG_PORT=18802
+UP_PORT=18800 CD_PORT=18801 NG_PORT=18802 CD_TLS_PORT=18803 NG_TLS_PORT=18804
 
 for tool in nginx wrk; do
   command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx-light wrk || apt-get install -y -qq nginx wrk; }
@@ -30,12 +31,20 @@ root=$(pwd)
 work=$(mktemp -d -p /dev/shm cratedock-bench.XXXXXX)
 out="$root/target/bench/vs_nginx.md"
 mkdir -p "$(dirname "$out")"
+# A throw-away certificate for localhost, shared by both servers' HTTPS listeners.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 
 up_pid="" cd_pid="" ng_pid=""
-stop() { for p in "$@"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done; return 0; }
+stop() { # kill and reap; a killed child's status must not end the script (set -e)
+  for p in "$@"; do
+    if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+  done
+}
 cleanup() {
   stop "$up_pid" "$cd_pid"
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
   sleep 0.3
   rm -rf "$work"
 }
@@ -58,6 +67,10 @@ start_cratedock() { # cache dir
   cat > "$work/cratedock.toml" <<TOML
 [server]
 listen = "127.0.0.1:$CD_PORT"
+[server.tls]
+listen = "127.0.0.1:$CD_TLS_PORT"
+cert_file = "$work/cert.pem"
+key_file = "$work/key.pem"
 [storage]
 data_dir = "$1"
 [cache]
@@ -75,9 +88,9 @@ TOML
 }
 
 start_nginx() { # cache dir
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null && sleep 0.5
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; sleep 0.5; fi
   mkdir -p "$work/nginx-tmp" "$1"
-  sed -e "s#@WORK@/nginx-cache#$1#; s#@WORK@#$work#g; s#@PORT@#$NG_PORT#g; s#@UPSTREAM_PORT@#$UP_PORT#g" \
+  sed -e "s#@WORK@/nginx-cache#$1#; s#@WORK@#$work#g; s#@PORT@#$NG_PORT#g; s#@TLS_PORT@#$NG_TLS_PORT#g; s#@UPSTREAM_PORT@#$UP_PORT#g" \
     benches/nginx.conf > "$work/nginx.conf"
   nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx-error.log"
   wait_http "http://127.0.0.1:$NG_PORT/crates-io/index/config.json"
@@ -140,11 +153,14 @@ rss_hot_cd=$(peak_rss_kb cratedock) rss_hot_ng=$(peak_rss_kb nginx)
 
 echo "== cargo fetch of the 300-crate lockfile, upstream latency ${UPSTREAM_LATENCY_MS} ms"
 start_upstream "$UPSTREAM_LATENCY_MS"
-fetch() { # system, label: runs cargo fetch with an empty CARGO_HOME, prints seconds
+fetch() { # system, http|https: runs cargo fetch with an empty CARGO_HOME, prints seconds
   local port home
-  if [ "$1" = cratedock ]; then port=$CD_PORT; else port=$NG_PORT; fi
+  case "$1:$2" in
+    cratedock:http) port=$CD_PORT ;; nginx:http) port=$NG_PORT ;;
+    cratedock:https) port=$CD_TLS_PORT ;; nginx:https) port=$NG_TLS_PORT ;;
+  esac
   home=$(mktemp -d -p "$work" home.XXXXXX)
-  printf '[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "sparse+http://127.0.0.1:%s/crates-io/index/"\n' "$port" > "$home/config.toml"
+  printf '[http]\ncainfo = "%s"\n[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "sparse+%s://localhost:%s/crates-io/index/"\n' "$work/cert.pem" "$2" "$port" > "$home/config.toml"
   local t0 t1
   t0=$(date +%s.%N)
   (cd "$work/project" && CARGO_HOME="$home" CARGO_TARGET_DIR="$work/target" cargo fetch --locked -q)
@@ -159,10 +175,12 @@ echo "lockfile: $(grep -c '^name = ' "$work/project/Cargo.lock") packages"
 for r in $(seq "$ROUNDS"); do
   order="cratedock nginx"; [ $((r % 2)) -eq 0 ] && order="nginx cratedock"
   for sys in $order; do
-    if [ "$sys" = cratedock ]; then start_cratedock "$work/cd-cold-$r"; else start_nginx "$work/ng-cold-$r"; fi
-    cold=$(fetch "$sys"); warm=$(fetch "$sys")
-    add "$sys" cold "$cold"; add "$sys" warm "$warm"
-    echo "round $r $sys: cold ${cold} s, warm ${warm} s, peak RSS $(( $(peak_rss_kb "$sys") / 1024 )) MiB"
+    for scheme in http https; do
+      if [ "$sys" = cratedock ]; then start_cratedock "$work/cd-cold-$r-$scheme"; else start_nginx "$work/ng-cold-$r-$scheme"; fi
+      cold=$(fetch "$sys" "$scheme"); warm=$(fetch "$sys" "$scheme")
+      add "$sys" "cold-$scheme" "$cold"; add "$sys" "warm-$scheme" "$warm"
+      echo "round $r $sys $scheme: cold ${cold} s, warm ${warm} s, peak RSS $(( $(peak_rss_kb "$sys") / 1024 )) MiB"
+    done
     if [ "$sys" = cratedock ]; then rss_fetch_cd=$(peak_rss_kb cratedock); else rss_fetch_ng=$(peak_rss_kb nginx); fi
   done
 done
@@ -189,8 +207,10 @@ row() { # label, metric, lower-is-better
   row "hot crate 1.5 MB, req/s" large-rps
   row "hot crate 1.5 MB, p50 ms" large-p50
   row "hot crate 1.5 MB, p99 ms" large-p99
-  row "cargo fetch, 300 crates, cold, s" cold
-  row "cargo fetch, 300 crates, warm, s" warm
+  row "cargo fetch, 300 crates, cold, plain HTTP (HTTP/1.1), s" cold-http
+  row "cargo fetch, 300 crates, warm, plain HTTP (HTTP/1.1), s" warm-http
+  row "cargo fetch, 300 crates, cold, HTTPS (HTTP/2), s" cold-https
+  row "cargo fetch, 300 crates, warm, HTTPS (HTTP/2), s" warm-https
   awk -v c="$hot_cpu_cd" -v n="$hot_cpu_ng" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "| CPU seconds during the hot runs | %.1f | %.1f | %.2f |\n", c / hz, n / hz, c / n }'
   awk -v c="$rss_hot_cd" -v n="$rss_hot_ng" \

@@ -143,7 +143,7 @@ pub struct CrateMeta {
 }
 
 /// Count and bytes of what the metadata store tracks, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     pub index_files: u64,
     pub index_bytes: u64,

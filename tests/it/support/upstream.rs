@@ -96,6 +96,10 @@ impl FakeUpstream {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let handle = match tls {
             None => tokio::spawn(async move {
+                // Like a real registry's servers: no Nagle delay on responses.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = rx.await;
@@ -109,6 +113,7 @@ impl FakeUpstream {
                     tokio::select! {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
+                            let _ = stream.set_nodelay(true);
                             let (acceptor, app) = (acceptor.clone(), app.clone());
                             tokio::spawn(async move {
                                 // A refused handshake (no client certificate) just ends here.
