@@ -162,7 +162,7 @@ pub async fn download(
     let (body, len) = match body {
         CrateBody::Memory(bytes) => {
             let len = bytes.len() as u64;
-            (in_slices(bytes), len)
+            (Body::from(bytes), len)
         }
         CrateBody::File { file, len } => (
             Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
@@ -182,19 +182,6 @@ pub async fn download(
     h.insert(header::CACHE_CONTROL, IMMUTABLE);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
-}
-
-/// Large bodies go out in slices of the cached bytes (no copy), so that one connection
-/// writing megabytes cannot hold a worker thread while other connections wait.
-fn in_slices(bytes: bytes::Bytes) -> Body {
-    const SLICE: usize = 256 * 1024;
-    if bytes.len() <= SLICE {
-        return Body::from(bytes);
-    }
-    let slices = (0..bytes.len()).step_by(SLICE).map(move |start| {
-        Ok::<_, std::convert::Infallible>(bytes.slice(start..(start + SLICE).min(bytes.len())))
-    });
-    Body::from_stream(futures_util::stream::iter(slices))
 }
 
 #[cfg(test)]
