@@ -15,9 +15,7 @@ async fn detail(r: reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checksum_mismatch_is_refused_and_not_cached() {
-    let up = FakeUpstream::start().await;
-    up.publish(build(CrateSpec::new("serde", "1.0.0")));
-    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let (up, cd) = one_crate_mirror("").await;
     up.set_fault(Fault::WrongBytes, Target::Crates);
 
     let project = CargoProject::new(&cd.index_url(), &[("serde", "1")]);
@@ -103,9 +101,7 @@ async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_stale_copy_upstream_failures_are_clear_gateway_errors() {
-    let up = FakeUpstream::start().await;
-    up.publish(build(CrateSpec::new("serde", "1.0.0")));
-    let cd = Cratedock::start(&mirror_config(&up.index_url(), "request_timeout_ms = 300")).await;
+    let (up, cd) = one_crate_mirror("request_timeout_ms = 300").await;
     let client = http_client();
     let url = cd.url("/crates-io/index/se/rd/serde");
 

@@ -7,9 +7,7 @@ use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_are_served() {
-    let up = FakeUpstream::start().await;
-    up.publish(build(CrateSpec::new("serde", "1.0.0")));
-    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let (_up, cd) = one_crate_mirror("").await;
     let client = http_client();
     assert_eq!(
         client
@@ -38,14 +36,7 @@ async fn metrics_and_health_are_served() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "test-123");
 
-    let text = client
-        .get(cd.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = cd.metrics_text().await;
     for name in [
         "cratedock_http_requests_total{route=\"/{registry}/api/v1/crates/{name}/{version}/download\",status=\"200\"} 1",
         "cratedock_http_request_duration_seconds_bucket",
@@ -63,9 +54,7 @@ async fn metrics_and_health_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits() {
-    let up = FakeUpstream::start().await;
-    up.publish(build(CrateSpec::new("serde", "1.0.0")));
-    let mut cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let (up, mut cd) = one_crate_mirror("").await;
     up.set_fault(Fault::Delay(Duration::from_millis(800)), Target::Crates);
     let client = http_client();
     let url = cd.url("/crates-io/api/v1/crates/serde/1.0.0/download");

@@ -136,16 +136,21 @@ impl Cratedock {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Value of one metric series, matched by name and a label substring (0 when absent).
-    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        let text = http_client()
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        http_client()
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Value of one metric series, matched by name and a label substring (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| {
                 let series = format!("cratedock_{name}");
@@ -222,6 +227,15 @@ impl Drop for Cratedock {
             let _ = c.wait();
         }
     }
+}
+
+/// A fake upstream holding `serde 1.0.0`, and cratedock mirroring it as `crates-io` with the
+/// mirror settings `extra` (TOML lines).
+pub async fn one_crate_mirror(extra: &str) -> (FakeUpstream, Cratedock) {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), extra)).await;
+    (up, cd)
 }
 
 /// A cargo project with its own `CARGO_HOME` whose crates.io is replaced by cratedock.
