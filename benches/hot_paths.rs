@@ -72,7 +72,7 @@ fn hot_paths(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, in_memory, on_disk, index_len, etag) = rt.block_on(async {
         let up = FakeUpstream::start().await;
-        // ~190 KB index file: 900 versions of one crate.
+        // ~340 KB index file: 900 versions of one crate.
         for i in 0..900 {
             let spec = CrateSpec::new("hot-index", &format!("1.{i}.0"))
                 .dep("serde", "^1")
