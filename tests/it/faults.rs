@@ -36,11 +36,9 @@ async fn a_checksum_mismatch_is_refused_and_not_cached() {
     );
 
     // Asked again, it is fetched again (a bad copy was never cached) and refused again.
-    let r = http_client()
-        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd
+        .get("/crates-io/api/v1/crates/serde/1.0.0/download")
+        .await;
     assert_eq!(r.status(), 502);
     assert!(detail(r).await.contains("checksum mismatch"));
     assert_eq!(up.hits("/dl/"), 2);
@@ -199,17 +197,13 @@ async fn bad_input_gets_cargo_shaped_4xx_and_touches_nothing() {
         ("/crates-io/whatever".to_owned(), 404),
     ];
     for (path, status) in &cases {
-        let r = client.get(cd.url(path)).send().await.unwrap();
+        let r = cd.get(path).await;
         assert_eq!(r.status().as_u16(), *status, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json", "{path}");
         let d = detail(r).await;
         assert!(!d.is_empty() && d.len() < 400, "{path}: {d}");
     }
-    let r = client
-        .get(cd.url("/crates-io/api/v1/crates?q=serde&per_page=10"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd.get("/crates-io/api/v1/crates?q=serde&per_page=10").await;
     assert_eq!(r.status(), 404);
     assert!(detail(r).await.contains("is a mirror"));
     let r = client
@@ -231,20 +225,13 @@ async fn an_absurd_upstream_max_age_is_capped_not_a_crash() {
     up.publish(build(CrateSpec::new("serde", "1.0.0")));
     up.set_cache_control(Some("max-age=18446744073709551615"));
     let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
-    let client = http_client();
     for _ in 0..2 {
-        let r = client
-            .get(cd.url("/crates-io/index/se/rd/serde"))
-            .send()
-            .await
-            .unwrap();
+        let r = cd.get("/crates-io/index/se/rd/serde").await;
         assert_eq!(r.status(), 200);
     }
-    let r = client
-        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd
+        .get("/crates-io/api/v1/crates/serde/1.0.0/download")
+        .await;
     assert_eq!(r.status(), 200, "config.json and the index are usable");
 }
 
@@ -292,11 +279,9 @@ async fn the_upstream_token_never_goes_to_another_origin() {
     let port = up.base.rsplit(':').next().unwrap().to_owned();
     up.set_dl_base(&format!("http://localhost:{port}"));
     let cd = Cratedock::start(&mirror_config(&up.index_url(), "token = \"secret-token\"")).await;
-    let r = http_client()
-        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd
+        .get("/crates-io/api/v1/crates/serde/1.0.0/download")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         up.authorized("/index/"),

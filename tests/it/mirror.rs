@@ -202,13 +202,8 @@ async fn upstream_max_age_is_honoured() {
     small_registry(&up);
     up.set_cache_control(Some("public, max-age=3600"));
     let cd = Cratedock::start(&mirror_config(&up.index_url(), "index_ttl_ms = 0")).await;
-    let client = http_client();
     for _ in 0..3 {
-        let r = client
-            .get(cd.url("/crates-io/index/1/b"))
-            .send()
-            .await
-            .unwrap();
+        let r = cd.get("/crates-io/index/1/b").await;
         assert_eq!(r.status(), 200);
         let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
         assert!(
@@ -265,13 +260,8 @@ async fn crates_that_do_not_exist_get_404_and_a_short_negative_cache() {
     let up = FakeUpstream::start().await;
     small_registry(&up);
     let cd = Cratedock::start(&mirror_config(&up.index_url(), "negative_ttl_ms = 60000")).await;
-    let client = http_client();
     for _ in 0..3 {
-        let r = client
-            .get(cd.url("/crates-io/index/no/pe/nope"))
-            .send()
-            .await
-            .unwrap();
+        let r = cd.get("/crates-io/index/no/pe/nope").await;
         assert_eq!(r.status(), 404);
         let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert!(
@@ -288,11 +278,7 @@ async fn crates_that_do_not_exist_get_404_and_a_short_negative_cache() {
         2.0
     );
 
-    let r = client
-        .get(cd.url("/crates-io/api/v1/crates/b/9.9.9/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd.get("/crates-io/api/v1/crates/b/9.9.9/download").await;
     assert_eq!(r.status(), 404, "a version missing from the index");
 
     let project = CargoProject::new(&cd.index_url(), &[("nope", "1")]);

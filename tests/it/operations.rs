@@ -9,24 +9,8 @@ use crate::support::*;
 async fn metrics_and_health_are_served() {
     let (_up, cd) = one_crate_mirror("").await;
     let client = http_client();
-    assert_eq!(
-        client
-            .get(cd.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        client
-            .get(cd.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(cd.get("/health/live").await.status(), 200);
+    assert_eq!(cd.get("/health/ready").await.status(), 200);
     let r = client
         .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
         .header("x-request-id", "test-123")
@@ -111,12 +95,9 @@ async fn upstream_requests_go_through_the_proxy_from_the_environment() {
         &[("HTTP_PROXY", &proxy_url), ("http_proxy", &proxy_url)],
     )
     .await;
-    let client = http_client();
-    let r = client
-        .get(cd.url("/crates-io/api/v1/crates/serde/1.0.0/download"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd
+        .get("/crates-io/api/v1/crates/serde/1.0.0/download")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         forwarded.load(Ordering::SeqCst),
@@ -132,11 +113,7 @@ async fn upstream_requests_go_through_the_proxy_from_the_environment() {
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")],
     )
     .await;
-    let r = client
-        .get(cd.url("/crates-io/index/se/rd/serde"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd.get("/crates-io/index/se/rd/serde").await;
     assert_eq!(r.status(), 200);
     assert_eq!(bypassed.load(Ordering::SeqCst), 0);
 }

@@ -300,24 +300,15 @@ async fn an_upstream_over_tls_is_trusted_through_the_extra_ca() {
         ca.display()
     );
     let cd = Cratedock::start(&config).await;
-    let client = http_client();
 
-    let r = client
-        .get(cd.url("/no-ca/index/se/rd/serde"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd.get("/no-ca/index/se/rd/serde").await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
     assert!(
         text.contains("certificate") && text.contains("no-ca"),
         "{text}"
     );
-    let r = client
-        .get(cd.url("/no-client-cert/index/se/rd/serde"))
-        .send()
-        .await
-        .unwrap();
+    let r = cd.get("/no-client-cert/index/se/rd/serde").await;
     assert_eq!(r.status(), 502, "the upstream wants a client certificate");
 
     let project = CargoProject::new(&cd.index_url(), &[("serde", "1")]);

@@ -128,6 +128,11 @@ impl Cratedock {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A GET of one of cratedock's paths.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        http_client().get(self.url(path)).send().await.unwrap()
+    }
+
     pub fn index_url(&self) -> String {
         self.url("/crates-io/index/")
     }
