@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A client must send a request's headers within this time, or the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// Upgrade plain connections to HTTP/2 when the first request asks (`Upgrade: h2c`).
+    pub h2c_upgrade: bool,
     /// The HTTPS listener, beside the plain one; absent means no TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -269,6 +271,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
+            h2c_upgrade: true,
             tls: None,
         }
     }

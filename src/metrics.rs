@@ -39,6 +39,9 @@ pub struct Metrics {
     pub cache_bytes: IntGaugeVec,
     /// HTTP requests by protocol version (HTTP/1.1, HTTP/2.0).
     pub http_versions: IntCounterVec,
+    /// Plain connections by how they opened: `h2c-upgrade` (the first request asked for HTTP/2
+    /// and got it) or `as-is` (HTTP/1.1, or HTTP/2 with prior knowledge).
+    pub plain_connections: IntCounterVec,
     /// TLS handshakes by result (ok, error, timeout) and negotiated ALPN (h2, http/1.1, none).
     pub tls_handshakes: IntCounterVec,
     /// Reloads of the TLS certificate by result (ok, error).
@@ -131,6 +134,11 @@ impl Metrics {
                 "http_requests_by_version_total",
                 "HTTP requests by protocol version.",
                 &["version"],
+            ),
+            plain_connections: counter(
+                "plain_connections_total",
+                "Connections to the plain listener, by how they opened (h2c-upgrade, as-is).",
+                &["opening"],
             ),
             tls_handshakes: counter(
                 "tls_handshakes_total",

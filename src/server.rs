@@ -1,6 +1,6 @@
 //! The listeners: plain HTTP and HTTPS side by side, HTTP/1.1 and HTTP/2 on both (ALPN on
-//! HTTPS, prior knowledge on plain), `TCP_NODELAY` on every accepted socket, and a graceful
-//! shutdown shared by both.
+//! HTTPS; prior knowledge or the `Upgrade: h2c` handshake on plain, see [`crate::h2c`]),
+//! `TCP_NODELAY` on every accepted socket, and a graceful shutdown shared by both.
 //!
 //! The rule this module keeps: every connection is served the same router with a
 //! [`ConnInfo`] in each request, so every route gets TLS and client identity for free; on
@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use crate::app::App;
+use crate::h2c::{self, Opening};
 use crate::tls::TlsServer;
 
 /// What the listener knows about a connection; every request on it carries a copy.
@@ -130,7 +131,27 @@ pub async fn serve(
             stream = accept(&plain) => {
                 let Some(stream) = stream else { continue };
                 let info = ConnInfo { tls: false, principal: None };
-                tokio::spawn(serve_connection(stream, info, router.clone(), builder.clone(), graceful.watcher(), permit));
+                let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+                if !server_cfg.h2c_upgrade {
+                    tokio::spawn(serve_connection(stream, info, router, builder, watcher, permit));
+                    continue;
+                }
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let read_timeout = Duration::from_millis(app.config.server.header_read_timeout_ms);
+                    match tokio::time::timeout(read_timeout, h2c::open(stream)).await {
+                        Ok(Ok((stream, opening))) => {
+                            let opening = match opening {
+                                Opening::Upgraded => "h2c-upgrade",
+                                Opening::AsItCame => "as-is",
+                            };
+                            app.metrics.plain_connections.with_label_values(&[opening]).inc();
+                            serve_connection(stream, info, router, builder, watcher, permit).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "connection failed while opening"),
+                        Err(_) => tracing::debug!("no request head within the header read timeout"),
+                    }
+                });
             }
             (stream, server) = tls_accept => {
                 let Some(stream) = stream else { continue };

@@ -290,3 +290,47 @@ async fn crates_that_do_not_exist_get_404_and_a_short_negative_cache() {
         "{stderr}"
     );
 }
+
+/// cargo asks every `http://` request to upgrade to HTTP/2 (`Upgrade: h2c`); cratedock
+/// upgrades, so cargo multiplexes on one connection. With the upgrade off it stays HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_over_plain_http_is_upgraded_to_http2_unless_turned_off() {
+    let up = FakeUpstream::start().await;
+    small_registry(&up);
+    for (extra, upgraded) in [("", true), ("[server]\nh2c_upgrade = false\n", false)] {
+        let cd = Cratedock::start(&format!("{extra}{}", mirror_config(&up.index_url(), ""))).await;
+        let h1_before = cd
+            .metric("http_requests_by_version_total", "version=\"HTTP/1.1\"")
+            .await;
+        let project = CargoProject::new(&cd.index_url(), &[("a", "1")]);
+        project.ok(&["generate-lockfile"]);
+        project.ok(&["fetch"]);
+        project.ok(&["build", "--offline"]);
+
+        let h2 = cd
+            .metric("http_requests_by_version_total", "version=\"HTTP/2.0\"")
+            .await;
+        let h1 = cd
+            .metric("http_requests_by_version_total", "version=\"HTTP/1.1\"")
+            .await;
+        let upgrades = cd
+            .metric("plain_connections_total", "opening=\"h2c-upgrade\"")
+            .await;
+        if upgraded {
+            // config.json, a, b and two downloads: every cargo request went over HTTP/2.
+            assert!(h2 >= 5.0, "HTTP/2 requests: {h2}");
+            assert!(upgrades >= 1.0, "h2c upgrades: {upgrades}");
+            // Only the test's own metric reads (reqwest, no upgrade) are HTTP/1.1.
+            assert!(
+                h1 - h1_before <= 3.0,
+                "HTTP/1.1 requests: {h1} - {h1_before}"
+            );
+        } else {
+            assert_eq!((h2, upgrades), (0.0, 0.0));
+            assert!(
+                h1 - h1_before >= 5.0,
+                "HTTP/1.1 requests: {h1} - {h1_before}"
+            );
+        }
+    }
+}
