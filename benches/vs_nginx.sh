@@ -7,8 +7,10 @@
 #      1.5 MB crate, both servers alternating, ROUNDS times;
 #   3. cold `cargo fetch` of a 300-crate lockfile with the upstream answering after
 #      UPSTREAM_LATENCY_MS, each repetition with empty server caches and CARGO_HOME; then warm
-#      (server cache filled, empty CARGO_HOME); over plain HTTP (cargo: HTTP/1.1, 2
-#      connections) and over HTTPS (cargo: HTTP/2 by ALPN, multiplexed), both servers alike;
+#      (server cache filled, empty CARGO_HOME); over plain HTTP with cargo's defaults (cargo
+#      asks for `Upgrade: h2c`: cratedock upgrades, nginx stays on HTTP/1.1), over HTTPS (HTTP/2
+#      by ALPN, multiplexed, both alike) and over plain HTTP/1.1 only (`http.multiplexing =
+#      false`: cargo uses parallel connections to both);
 #   4. CPU seconds and peak RSS of each server.
 # It prints a table of cratedock / nginx ratios and writes it to target/bench/vs_nginx.md.
 #
@@ -153,14 +155,15 @@ rss_hot_cd=$(peak_rss_kb cratedock) rss_hot_ng=$(peak_rss_kb nginx)
 
 echo "== cargo fetch of the 300-crate lockfile, upstream latency ${UPSTREAM_LATENCY_MS} ms"
 start_upstream "$UPSTREAM_LATENCY_MS"
-fetch() { # system, http|https: runs cargo fetch with an empty CARGO_HOME, prints seconds
-  local port home
-  case "$1:$2" in
+fetch() { # system, http|https|http1: runs cargo fetch with an empty CARGO_HOME, prints seconds
+  local port home scheme=$2 multiplexing=true
+  if [ "$2" = http1 ]; then scheme=http multiplexing=false; fi
+  case "$1:$scheme" in
     cratedock:http) port=$CD_PORT ;; nginx:http) port=$NG_PORT ;;
     cratedock:https) port=$CD_TLS_PORT ;; nginx:https) port=$NG_TLS_PORT ;;
   esac
   home=$(mktemp -d -p "$work" home.XXXXXX)
-  printf '[http]\ncainfo = "%s"\n[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "sparse+%s://localhost:%s/crates-io/index/"\n' "$work/cert.pem" "$2" "$port" > "$home/config.toml"
+  printf '[http]\ncainfo = "%s"\nmultiplexing = %s\n[source.crates-io]\nreplace-with = "mirror"\n[source.mirror]\nregistry = "sparse+%s://localhost:%s/crates-io/index/"\n' "$work/cert.pem" "$multiplexing" "$scheme" "$port" > "$home/config.toml"
   local t0 t1
   t0=$(date +%s.%N)
   (cd "$work/project" && CARGO_HOME="$home" CARGO_TARGET_DIR="$work/target" cargo fetch --locked -q)
@@ -175,7 +178,7 @@ echo "lockfile: $(grep -c '^name = ' "$work/project/Cargo.lock") packages"
 for r in $(seq "$ROUNDS"); do
   order="cratedock nginx"; [ $((r % 2)) -eq 0 ] && order="nginx cratedock"
   for sys in $order; do
-    for scheme in http https; do
+    for scheme in http https http1; do
       if [ "$sys" = cratedock ]; then start_cratedock "$work/cd-cold-$r-$scheme"; else start_nginx "$work/ng-cold-$r-$scheme"; fi
       cold=$(fetch "$sys" "$scheme"); warm=$(fetch "$sys" "$scheme")
       add "$sys" "cold-$scheme" "$cold"; add "$sys" "warm-$scheme" "$warm"
@@ -207,16 +210,20 @@ row() { # label, metric, lower-is-better
   row "hot crate 1.5 MB, req/s" large-rps
   row "hot crate 1.5 MB, p50 ms" large-p50
   row "hot crate 1.5 MB, p99 ms" large-p99
-  row "cargo fetch, 300 crates, cold, plain HTTP (HTTP/1.1), s" cold-http
-  row "cargo fetch, 300 crates, warm, plain HTTP (HTTP/1.1), s" warm-http
-  row "cargo fetch, 300 crates, cold, HTTPS (HTTP/2), s" cold-https
-  row "cargo fetch, 300 crates, warm, HTTPS (HTTP/2), s" warm-https
+  row "cargo fetch, 300 crates, cold, plain HTTP (cargo's defaults), s" cold-http
+  row "cargo fetch, 300 crates, warm, plain HTTP (cargo's defaults), s" warm-http
+  row "cargo fetch, 300 crates, cold, HTTPS (HTTP/2 by ALPN), s" cold-https
+  row "cargo fetch, 300 crates, warm, HTTPS (HTTP/2 by ALPN), s" warm-https
+  row "cargo fetch, 300 crates, cold, plain HTTP/1.1 only (multiplexing = false), s" cold-http1
+  row "cargo fetch, 300 crates, warm, plain HTTP/1.1 only (multiplexing = false), s" warm-http1
   awk -v c="$hot_cpu_cd" -v n="$hot_cpu_ng" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "| CPU seconds during the hot runs | %.1f | %.1f | %.2f |\n", c / hz, n / hz, c / n }'
   awk -v c="$rss_hot_cd" -v n="$rss_hot_ng" \
     'BEGIN { printf "| peak RSS after the hot runs, MiB | %.1f | %.1f | %.2f |\n", c / 1024, n / 1024, c / n }'
   awk -v c="$rss_fetch_cd" -v n="$rss_fetch_ng" \
     'BEGIN { printf "| peak RSS after a cold fetch, MiB | %.1f | %.1f | %.2f |\n", c / 1024, n / 1024, c / n }'
+  echo
+  echo "Plain HTTP with cargo's defaults: cargo asks for HTTP/2 with \`Upgrade: h2c\`; cratedock upgrades (server.h2c_upgrade), nginx answers HTTP/1.1. \`multiplexing = false\` makes cargo speak HTTP/1.1 to both, on parallel connections."
   echo
   echo "nginx RSS is the sum over its master and worker processes; its cache bodies live in the page cache, not in its RSS."
 } | tee "$out"
