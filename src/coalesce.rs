@@ -1,4 +1,5 @@
-//! Single-flight: concurrent misses for the same key share one piece of work.
+//! Single-flight: concurrent misses for the same key share one piece of work, and optionally a
+//! progress handle through which they can follow it before it ends.
 //!
 //! The rule this module keeps: the work runs in its own task, so it finishes and fills the
 //! cache even when every client that asked for it has gone away; a flight removes only its own
@@ -16,14 +17,14 @@ use futures_util::future::{BoxFuture, Shared};
 /// The result of a flight: `None` when the task panicked or was cancelled at shutdown.
 pub type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
 
-type Table<K, V> = Arc<Mutex<HashMap<K, (u64, Flight<V>)>>>;
+type Table<K, V, P> = Arc<Mutex<HashMap<K, (u64, Flight<V>, P)>>>;
 
-pub struct Coalescer<K, V> {
-    inflight: Table<K, V>,
+pub struct Coalescer<K, V, P = ()> {
+    inflight: Table<K, V, P>,
     next_id: AtomicU64,
 }
 
-impl<K, V> Default for Coalescer<K, V> {
+impl<K, V, P> Default for Coalescer<K, V, P> {
     fn default() -> Self {
         Self {
             inflight: Arc::default(),
@@ -44,12 +45,30 @@ where
         W: FnOnce() -> F,
         F: Future<Output = V> + Send + 'static,
     {
+        let (flight, (), leader) = self.join_with(key, (), |()| work());
+        (flight, leader)
+    }
+}
+
+impl<K, V, P> Coalescer<K, V, P>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    P: Clone + Send + 'static,
+{
+    /// Like [`Coalescer::join`], with a progress handle: a new flight keeps `progress` and
+    /// gives `work` a copy; a caller joining a running flight gets that flight's handle.
+    pub fn join_with<F, W>(&self, key: K, progress: P, work: W) -> (Flight<V>, P, bool)
+    where
+        W: FnOnce(P) -> F,
+        F: Future<Output = V> + Send + 'static,
+    {
         let mut table = self.inflight.lock().expect("coalescer lock");
-        if let Some((_, flight)) = table.get(&key) {
-            return (flight.clone(), false);
+        if let Some((_, flight, progress)) = table.get(&key) {
+            return (flight.clone(), progress.clone(), false);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let fut = work();
+        let fut = work(progress.clone());
         let own_table = Arc::clone(&self.inflight);
         let own_key = key.clone();
         // The table lock is held until the flight is inserted, so the task's removal below
@@ -64,8 +83,8 @@ where
             fut.await
         });
         let flight = async move { handle.await.ok() }.boxed().shared();
-        table.insert(key, (id, flight.clone()));
-        (flight, true)
+        table.insert(key, (id, flight.clone(), progress.clone()));
+        (flight, progress, true)
     }
 
     /// Whether a flight for `key` is under way.
@@ -78,19 +97,19 @@ where
 }
 
 /// Removes a flight's own entry from the table when its task ends, however it ends.
-struct RemoveOnDrop<K: Hash + Eq, V> {
-    table: Table<K, V>,
+struct RemoveOnDrop<K: Hash + Eq, V, P> {
+    table: Table<K, V, P>,
     key: K,
     id: u64,
 }
 
-impl<K: Hash + Eq, V> Drop for RemoveOnDrop<K, V> {
+impl<K: Hash + Eq, V, P> Drop for RemoveOnDrop<K, V, P> {
     fn drop(&mut self) {
         let mut table = match self.table.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if table.get(&self.key).is_some_and(|(i, _)| *i == self.id) {
+        if table.get(&self.key).is_some_and(|(i, _, _)| *i == self.id) {
             table.remove(&self.key);
         }
     }
@@ -151,5 +170,23 @@ mod tests {
         drop(f);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn joiners_of_a_running_flight_get_its_progress_handle() {
+        let c: Coalescer<u8, u8, Arc<AtomicUsize>> = Coalescer::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (f1, p1, leader) = c.join_with(1, Arc::new(AtomicUsize::new(0)), |p| async move {
+            p.store(5, Ordering::SeqCst);
+            rx.await.ok();
+            1
+        });
+        assert!(leader);
+        let (f2, p2, leader) = c.join_with(1, Arc::new(AtomicUsize::new(9)), |_| async { 2 });
+        assert!(!leader);
+        assert!(Arc::ptr_eq(&p1, &p2), "the running flight's handle");
+        tx.send(()).unwrap();
+        assert_eq!((f1.await, f2.await), (Some(1), Some(1)));
+        assert_eq!(p2.load(Ordering::SeqCst), 5);
     }
 }

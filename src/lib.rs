@@ -7,6 +7,7 @@
 pub mod app;
 pub mod coalesce;
 pub mod config;
+pub mod download;
 pub mod h2c;
 pub mod http;
 pub mod metrics;

@@ -5,7 +5,8 @@
 //!   the configured TTL), conditional revalidation, stale-while-revalidate, stale-if-error, and
 //!   a short negative cache of "no such crate";
 //! - crate files: streamed from upstream into a temp file while hashing, and stored only when
-//!   the SHA-256 equals the index's `cksum`; a mismatch is never stored nor served;
+//!   the SHA-256 equals the index's `cksum`; clients read the temp file as it grows (see
+//!   [`crate::download`]) but never get the last byte of a file that fails the check;
 //! - concurrent misses of one file share one upstream request, and waiters give up after the
 //!   configured time instead of hanging on a stuck leader.
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::coalesce::Coalescer;
 use crate::config::MirrorConfig;
+use crate::download::{Download, Streamed};
 use crate::metrics::Metrics;
 use crate::names::{CrateName, RegistryName, Version, prefix_of};
 use crate::store::{
@@ -71,11 +73,13 @@ pub enum Lookup {
     NotFound,
 }
 
-/// The bytes of a crate file: from memory, or an open file on disk for large ones.
+/// The bytes of a crate file: from memory, an open file on disk for large ones, or a
+/// download still arriving from the upstream.
 #[derive(Debug)]
 pub enum CrateBody {
     Memory(Bytes),
     File { file: tokio::fs::File, len: u64 },
+    Streaming(Streamed),
 }
 
 type IndexFlight = Result<Lookup, ProxyError>;
@@ -92,7 +96,10 @@ pub struct Mirror {
     memory: MemoryTier,
     negative: moka::sync::Cache<MemKey, ()>,
     index_flights: Coalescer<IndexKey, IndexFlight>,
-    crate_flights: Coalescer<CrateKey, CrateFlight>,
+    crate_flights: Coalescer<CrateKey, CrateFlight, Arc<Download>>,
+    /// Crate files whose download just failed its checksum: refused at once for a while, so
+    /// that cargo's retry gets a clear error instead of another cut-off transfer.
+    bad_checksums: moka::sync::Cache<CrateKey, ProxyError>,
     metrics: Arc<Metrics>,
     coalesce_wait: Duration,
     max_crate_bytes: u64,
@@ -138,6 +145,10 @@ impl Mirror {
             .max_capacity(100_000)
             .time_to_live(Duration::from_millis(p.cfg.negative_ttl_ms.max(1)))
             .build();
+        let bad_checksums = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_millis(p.cfg.negative_ttl_ms.max(1)))
+            .build();
         Self {
             name: p.name,
             cfg: p.cfg,
@@ -148,6 +159,7 @@ impl Mirror {
             negative,
             index_flights: Coalescer::default(),
             crate_flights: Coalescer::default(),
+            bad_checksums,
             metrics: p.metrics,
             coalesce_wait: p.coalesce_wait,
             max_crate_bytes: p.max_crate_bytes,
@@ -188,6 +200,9 @@ impl Mirror {
             if self.negative.contains_key(&mk) {
                 self.metrics.cache("index", "memory", "negative");
                 return Ok(Lookup::NotFound);
+            }
+            if matches!(key.file, IndexFile::Crate(_)) {
+                self.prefetch_upstream_config();
             }
             return self.refresh(key, None).await;
         };
@@ -427,6 +442,22 @@ impl Mirror {
         Ok(entry)
     }
 
+    /// Downloads need the upstream's `config.json` (its `dl` template). Fetching it in the
+    /// background while cargo is still resolving index files takes one upstream round trip
+    /// off the first download of a cold cache.
+    fn prefetch_upstream_config(self: &Arc<Self>) {
+        let key = IndexKey::config(&self.name);
+        if self.memory.get(&key.mem_key()).is_some() || self.index_flights.is_running(&key) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.lookup(&key).await {
+                tracing::debug!(registry = %this.name, error = %e, "prefetching the upstream's config.json failed");
+            }
+        });
+    }
+
     /// The `dl` template of the upstream's `config.json`.
     async fn upstream_dl(self: &Arc<Self>) -> Result<String, ProxyError> {
         match self.lookup(&IndexKey::config(&self.name)).await? {
@@ -461,24 +492,35 @@ impl Mirror {
             self.metrics.cache("crate", "disk", "hit");
             return Ok(body);
         }
+        if let Some(e) = self.bad_checksums.get(&key) {
+            return Err(e);
+        }
         let this = Arc::clone(self);
         let k = key.clone();
-        let (flight, leader) =
-            self.crate_flights.join(
-                key.clone(),
-                move || async move { this.fetch_crate(&k).await },
-            );
+        let (flight, download, leader) =
+            self.crate_flights
+                .join_with(key.clone(), Arc::default(), move |d| async move {
+                    let _end = d.guard();
+                    let result = this.fetch_crate(&k, &d).await;
+                    if let Err(e) = &result {
+                        d.fail(e.to_string());
+                    }
+                    result
+                });
         if !leader {
             self.metrics
                 .coalesced_waiters
                 .with_label_values(&["crate"])
                 .inc();
         }
-        let fetched = self
-            .wait(flight, self.coalesce_wait, || {
-                format!("crate {name} {version}")
-            })
-            .await?;
+        // The file streams to the client as soon as the upstream sends it; a flight that ends
+        // first (an error, or a file too quick to matter) answers directly.
+        let what = || format!("crate {name} {version}");
+        let fetched = tokio::select! {
+            biased;
+            result = self.wait(flight, self.coalesce_wait, what) => result?,
+            Some(streamed) = download.reader() => return Ok(CrateBody::Streaming(streamed)),
+        };
         if let Some(bytes) = fetched {
             return Ok(CrateBody::Memory(bytes));
         }
@@ -534,7 +576,7 @@ impl Mirror {
         }
     }
 
-    async fn fetch_crate(self: &Arc<Self>, key: &CrateKey) -> CrateFlight {
+    async fn fetch_crate(self: &Arc<Self>, key: &CrateKey, progress: &Download) -> CrateFlight {
         // A flight that finished just before this one started may have stored it already.
         if self.disk.open_file(&key.rel_path()).await?.is_some() {
             return Ok(None);
@@ -545,8 +587,11 @@ impl Mirror {
         let what = format!("crate {} {}", line.name, line.vers);
         let mut attempt = 0;
         loop {
-            match self.download(key, &url, &what, &line.cksum).await {
-                Err(ProxyError::Upstream(e)) if e.retryable() && attempt < self.cfg.retries => {
+            match self.download(key, &url, &what, &line.cksum, progress).await {
+                // Once bytes went out to clients, a retry cannot take their place.
+                Err(ProxyError::Upstream(e))
+                    if e.retryable() && attempt < self.cfg.retries && !progress.started() =>
+                {
                     tracing::debug!(error = %e, attempt, "retrying crate download");
                     attempt += 1;
                 }
@@ -555,7 +600,14 @@ impl Mirror {
         }
     }
 
-    async fn download(&self, key: &CrateKey, url: &str, what: &str, cksum: &str) -> CrateFlight {
+    async fn download(
+        &self,
+        key: &CrateKey,
+        url: &str,
+        what: &str,
+        cksum: &str,
+        progress: &Download,
+    ) -> CrateFlight {
         let mut resp = self
             .upstream
             .send_once(url, &HeaderMap::new(), Kind::Crate, what)
@@ -579,11 +631,26 @@ impl Mirror {
         if resp.content_length().is_some_and(|l| l > limit) {
             return Err(self.upstream.error(what, Failure::TooLarge(limit)).into());
         }
+        let html = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if html {
+            return Err(self
+                .upstream
+                .error(
+                    what,
+                    Failure::Invalid("an HTML page instead of a crate file".into()),
+                )
+                .into());
+        }
         let mut keep = resp
             .content_length()
             .is_none_or(|l| self.memory.fits(l))
             .then(BytesMut::new);
         let mut tmp = self.disk.temp().await?;
+        progress.start(tmp.reader()?, resp.content_length());
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = self.upstream.next_chunk(&mut resp, what).await? {
@@ -593,6 +660,8 @@ impl Mirror {
             }
             hasher.update(&chunk);
             tmp.write_all(&chunk).await?;
+            tmp.flush().await?;
+            progress.advance(chunk.len() as u64);
             if let Some(buf) = &mut keep {
                 if self.memory.fits(size) {
                     buf.extend_from_slice(&chunk);
@@ -608,7 +677,7 @@ impl Mirror {
                 .with_label_values(&[self.name.as_str()])
                 .inc();
             // `tmp` is dropped here, which deletes the partial file.
-            return Err(self
+            let e: ProxyError = self
                 .upstream
                 .error(
                     what,
@@ -617,8 +686,12 @@ impl Mirror {
                         actual,
                     },
                 )
-                .into());
+                .into();
+            self.bad_checksums.insert(key.clone(), e.clone());
+            return Err(e);
         }
+        // Readers may hand out the last byte now; the file is stored after.
+        progress.verified();
         self.disk.commit(tmp, &key.rel_path()).await?;
         self.meta.put_crate(
             key,

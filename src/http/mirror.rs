@@ -162,25 +162,31 @@ pub async fn download(
     let (body, len) = match body {
         CrateBody::Memory(bytes) => {
             let len = bytes.len() as u64;
-            (Body::from(bytes), len)
+            (Body::from(bytes), Some(len))
         }
         CrateBody::File { file, len } => (
             Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
                 file,
                 256 * 1024,
             )),
-            len,
+            Some(len),
         ),
+        // Without an announced length it goes out chunked.
+        CrateBody::Streaming(s) => (Body::from_stream(s.body), s.len),
     };
-    app.metrics
-        .bytes_served
-        .with_label_values(&["crate"])
-        .inc_by(len);
+    if let Some(len) = len {
+        app.metrics
+            .bytes_served
+            .with_label_values(&["crate"])
+            .inc_by(len);
+    }
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, CRATE_TYPE);
     h.insert(header::CACHE_CONTROL, IMMUTABLE);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     Ok(resp)
 }
 

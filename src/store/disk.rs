@@ -34,6 +34,21 @@ impl TempFile {
             .write_all(buf)
             .await
     }
+
+    /// Waits until what was written is in the file, visible to its readers.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.file
+            .as_mut()
+            .expect("temp file is open until commit")
+            .flush()
+            .await
+    }
+
+    /// A second, read-only handle on the file. It stays valid after the file is renamed
+    /// into place or deleted.
+    pub fn reader(&self) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(&self.path)
+    }
 }
 
 impl Drop for TempFile {

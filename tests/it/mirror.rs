@@ -334,3 +334,51 @@ async fn cargo_over_plain_http_is_upgraded_to_http2_unless_turned_off() {
         }
     }
 }
+
+/// A download streams to the clients while it is still arriving from the upstream (each
+/// reads behind the writer), and is stored once whole and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crate_downloads_stream_to_clients_while_they_arrive() {
+    let up = FakeUpstream::start().await;
+    let p = build(CrateSpec::new("big", "1.0.0").padding(3_000_000));
+    up.publish(p.clone());
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let gate = Gate::default();
+    up.set_fault(Fault::HalfThenWait(gate.clone()), Target::Crates);
+    let url = cd.url("/crates-io/api/v1/crates/big/1.0.0/download");
+    let client = http_client();
+
+    // The first client gets the status, the length and the first half while the upstream
+    // holds back the second half.
+    let mut first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.content_length(), Some(p.tarball.len() as u64));
+    let mut got = Vec::new();
+    while got.len() < p.tarball.len() / 2 - 1 {
+        got.extend_from_slice(&first.chunk().await.unwrap().expect("more bytes"));
+    }
+    // A second client joins the same download and starts from the first byte.
+    let second = client.get(&url).send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(
+        cd.stored_crates().is_empty(),
+        "not stored before it is whole"
+    );
+
+    gate.open();
+    while let Some(chunk) = first.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, p.tarball, "byte-exact");
+    assert_eq!(second.bytes().await.unwrap().as_ref(), p.tarball.as_slice());
+    assert_eq!(up.hits("/dl/"), 1, "one upstream download for both");
+    for _ in 0..50 {
+        if cd.stored_crates().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cd.stored_crates().len(), 1);
+    let tmp = std::fs::read_dir(cd.data_dir.join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "no temp files left");
+}

@@ -11,7 +11,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 pub use registry::{CrateSpec, build, sha256_hex};
-pub use upstream::{FakeUpstream, Fault, Target};
+pub use upstream::{FakeUpstream, Fault, Gate, Target};
 
 /// Installs the process-wide rustls provider the test's HTTP client needs.
 pub fn init() {

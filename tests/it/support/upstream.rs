@@ -26,6 +26,30 @@ pub enum Fault {
     CutOff,
     /// A 200 with an HTML error page instead of the file.
     Html200,
+    /// Crate files: send the first half, then wait for the gate before sending the rest.
+    HalfThenWait(Gate),
+}
+
+/// Holds back a [`Fault::HalfThenWait`] body until the test opens it.
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+impl Gate {
+    pub fn open(&self) {
+        self.0.add_permits(1_000);
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -360,6 +384,22 @@ async fn download(
             tarball.into_response()
         }
         Fault::CutOff => cut_off(tarball),
+        Fault::HalfThenWait(gate) => {
+            let len = tarball.len();
+            let rest = tarball.split_off(len / 2);
+            let first =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(tarball))]);
+            let second = futures_util::stream::once(async move {
+                let _ = gate.0.acquire().await;
+                Ok(bytes::Bytes::from(rest))
+            });
+            Response::builder()
+                .header(header::CONTENT_LENGTH, len)
+                .body(Body::from_stream(futures_util::StreamExt::chain(
+                    first, second,
+                )))
+                .unwrap()
+        }
         _ => ([(header::CONTENT_TYPE, "application/gzip")], tarball).into_response(),
     }
 }
