@@ -3,7 +3,9 @@
 //!
 //! The rule this module keeps: the work runs in its own task, so it finishes and fills the
 //! cache even when every client that asked for it has gone away; a flight removes only its own
-//! entry from the table, so a late finisher never evicts a newer flight.
+//! entry from the table, so a late finisher never evicts a newer flight. Work may hand its
+//! callers their value and then go on with a tail (writing to disk, say) while still holding
+//! the key, so that the next flight for that key starts only after the tail is done.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +18,32 @@ use futures_util::future::{BoxFuture, Shared};
 
 /// The result of a flight: `None` when the task panicked or was cancelled at shutdown.
 pub type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
+
+/// What a flight's work yields: the value for its callers and, optionally, a tail that runs
+/// after they have it, while the flight still holds its key.
+pub struct Done<V> {
+    value: V,
+    tail: Option<BoxFuture<'static, ()>>,
+}
+
+impl<V> Done<V> {
+    pub fn value(&self) -> &V {
+        &self.value
+    }
+
+    pub fn then(value: V, tail: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self {
+            value,
+            tail: Some(tail.boxed()),
+        }
+    }
+}
+
+impl<V> From<V> for Done<V> {
+    fn from(value: V) -> Self {
+        Self { value, tail: None }
+    }
+}
 
 type Table<K, V, P> = Arc<Mutex<HashMap<K, (u64, Flight<V>, P)>>>;
 
@@ -40,10 +68,11 @@ where
 {
     /// Joins the flight for `key`, starting it with `work` when none is under way. The flag is
     /// `true` for the caller that started it.
-    pub fn join<F, W>(&self, key: K, work: W) -> (Flight<V>, bool)
+    pub fn join<F, W, O>(&self, key: K, work: W) -> (Flight<V>, bool)
     where
         W: FnOnce() -> F,
-        F: Future<Output = V> + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: Into<Done<V>>,
     {
         let (flight, (), leader) = self.join_with(key, (), |()| work());
         (flight, leader)
@@ -58,10 +87,11 @@ where
 {
     /// Like [`Coalescer::join`], with a progress handle: a new flight keeps `progress` and
     /// gives `work` a copy; a caller joining a running flight gets that flight's handle.
-    pub fn join_with<F, W>(&self, key: K, progress: P, work: W) -> (Flight<V>, P, bool)
+    pub fn join_with<F, W, O>(&self, key: K, progress: P, work: W) -> (Flight<V>, P, bool)
     where
         W: FnOnce(P) -> F,
-        F: Future<Output = V> + Send + 'static,
+        F: Future<Output = O> + Send + 'static,
+        O: Into<Done<V>>,
     {
         let mut table = self.inflight.lock().expect("coalescer lock");
         if let Some((_, flight, progress)) = table.get(&key) {
@@ -74,15 +104,20 @@ where
         // The table lock is held until the flight is inserted, so the task's removal below
         // cannot run before the insertion. The removal is a drop guard so that it also runs
         // when the work panics: a dead flight must not block its key.
-        let handle = tokio::spawn(async move {
+        let (value_tx, value_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
             let _remove = RemoveOnDrop {
                 table: own_table,
                 key: own_key,
                 id,
             };
-            fut.await
+            let Done { value, tail } = fut.await.into();
+            let _ = value_tx.send(value);
+            if let Some(tail) = tail {
+                tail.await;
+            }
         });
-        let flight = async move { handle.await.ok() }.boxed().shared();
+        let flight = async move { value_rx.await.ok() }.boxed().shared();
         table.insert(key, (id, flight.clone(), progress.clone()));
         (flight, progress, true)
     }
@@ -150,7 +185,12 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_flight_frees_its_key() {
         let c: Coalescer<u8, u8> = Coalescer::default();
-        let (f, _) = c.join(1, || async { panic!("boom") });
+        let (f, _) = c.join(1, || async {
+            if true {
+                panic!("boom");
+            }
+            0
+        });
         assert_eq!(f.await, None);
         assert!(!c.is_running(&1));
         let (f, leader) = c.join(1, || async { 2 });
@@ -188,5 +228,26 @@ mod tests {
         tx.send(()).unwrap();
         assert_eq!((f1.await, f2.await), (Some(1), Some(1)));
         assert_eq!(p2.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn callers_get_the_value_before_the_tail_which_still_holds_the_key() {
+        let c: Coalescer<u8, u8> = Coalescer::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (f, _) = c.join(1, move || async move {
+            Done::then(3, async move {
+                rx.await.ok();
+            })
+        });
+        assert_eq!(f.await, Some(3), "the value comes before the tail ends");
+        assert!(c.is_running(&1), "the tail holds the key");
+        tx.send(()).unwrap();
+        for _ in 0..100 {
+            if !c.is_running(&1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the key is freed when the tail ends");
     }
 }

@@ -1,8 +1,9 @@
-//! A crate download in flight, shared by every request for that file: the bytes go to a temp
-//! file as they arrive, and each request streams them from that file behind the writer, so
-//! cargo gets the first bytes while the rest is still coming from the upstream (a tee of disk
-//! and clients). Memory stays flat whatever the file size: readers read the file, not a
-//! buffer.
+//! A crate download in flight, shared by every request for that file: each request streams
+//! the bytes behind the download, from the first byte, while the rest is still coming from the
+//! upstream (a tee of the store and the clients). A file small enough for the memory tier is
+//! followed in memory, in the chunks it arrived in (no copy, no disk round trip before the
+//! answer); a larger one is written to its temp file as it arrives and readers read that file,
+//! so memory stays flat whatever the size.
 //!
 //! The rule this module keeps: a reader never hands out the last byte of a file before its
 //! SHA-256 has been checked against the index. On a mismatch or a broken upstream, readers end
@@ -20,13 +21,22 @@ use tokio::sync::watch;
 /// Bytes a reader asks the file for at once.
 const READ_CHUNK: u64 = 256 * 1024;
 
+/// Where readers find the bytes.
+#[derive(Debug)]
+enum Source {
+    /// The chunks as they arrived.
+    Memory(Vec<Bytes>),
+    /// A read handle on the temp file.
+    File(Arc<File>),
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// A read handle on the temp file, once the upstream answered with the file.
-    file: Option<Arc<File>>,
+    /// Set once the upstream answered with the file.
+    source: Option<Source>,
     /// The length the upstream announced.
     len: Option<u64>,
-    /// Bytes written to the file so far.
+    /// Bytes received so far.
     written: u64,
     /// `Ok` once the whole file arrived and its checksum matched.
     end: Option<Result<(), String>>,
@@ -59,21 +69,35 @@ impl std::fmt::Debug for Streamed {
 }
 
 impl Download {
-    /// The upstream answered with the file: bytes written to `file` will follow.
-    pub fn start(&self, file: File, len: Option<u64>) {
+    /// The upstream answered with a file that readers follow in memory.
+    pub fn start_in_memory(&self, len: Option<u64>) {
         self.state.send_modify(|s| {
-            s.file = Some(Arc::new(file));
+            s.source = Some(Source::Memory(Vec::new()));
+            s.len = len;
+        });
+    }
+
+    /// The upstream answered with a file that readers follow through `file`, a read handle
+    /// on the temp file it is written to.
+    pub fn start_in_file(&self, file: File, len: Option<u64>) {
+        self.state.send_modify(|s| {
+            s.source = Some(Source::File(Arc::new(file)));
             s.len = len;
         });
     }
 
     pub fn started(&self) -> bool {
-        self.state.borrow().file.is_some()
+        self.state.borrow().source.is_some()
     }
 
-    /// `n` more bytes are in the file.
-    pub fn advance(&self, n: u64) {
-        self.state.send_modify(|s| s.written += n);
+    /// `chunk` arrived (and, for a file download, is in the file).
+    pub fn append(&self, chunk: &Bytes) {
+        self.state.send_modify(|s| {
+            s.written += chunk.len() as u64;
+            if let Some(Source::Memory(chunks)) = &mut s.source {
+                chunks.push(chunk.clone());
+            }
+        });
     }
 
     /// The whole file arrived and its checksum matched: readers may finish.
@@ -102,17 +126,19 @@ impl Download {
     /// byte. `None` when the download ended without starting.
     pub async fn reader(&self) -> Option<Streamed> {
         let mut rx = self.state.subscribe();
-        let (file, len) = {
+        let len = {
             let s = rx
-                .wait_for(|s| s.file.is_some() || s.end.is_some())
+                .wait_for(|s| s.source.is_some() || s.end.is_some())
                 .await
                 .ok()?;
-            (s.file.clone()?, s.len)
+            s.source.as_ref()?;
+            s.len
         };
         let reader = Reader {
             rx,
-            file,
             offset: 0,
+            chunk: 0,
+            in_chunk: 0,
         };
         let body = stream::unfold(Some(reader), |reader| async move {
             let mut reader = reader?;
@@ -137,15 +163,24 @@ impl Drop for EndGuard {
 
 struct Reader {
     rx: watch::Receiver<State>,
-    file: Arc<File>,
+    /// Bytes handed out so far.
     offset: u64,
+    /// Where `offset` is in the chunks of a download followed in memory.
+    chunk: usize,
+    in_chunk: usize,
+}
+
+enum Next {
+    Bytes(Bytes),
+    Read(Arc<File>, usize),
+    End(Option<Result<(), String>>),
 }
 
 impl Reader {
     /// The next bytes, `None` at the verified end, an error when the download failed.
     async fn next(&mut self) -> io::Result<Option<Bytes>> {
         loop {
-            let (limit, end) = {
+            let next = {
                 let s = self.rx.borrow_and_update();
                 let verified = matches!(s.end, Some(Ok(())));
                 // The last byte waits for the checksum.
@@ -154,26 +189,45 @@ impl Reader {
                 } else {
                     s.written.saturating_sub(1)
                 };
-                (limit, s.end.clone())
+                let want = limit.saturating_sub(self.offset);
+                match &s.source {
+                    _ if want == 0 => Next::End(s.end.clone()),
+                    Some(Source::Memory(chunks)) => {
+                        let c = &chunks[self.chunk];
+                        let take = (c.len() - self.in_chunk).min(want as usize);
+                        let bytes = c.slice(self.in_chunk..self.in_chunk + take);
+                        self.in_chunk += take;
+                        if self.in_chunk == c.len() {
+                            self.chunk += 1;
+                            self.in_chunk = 0;
+                        }
+                        Next::Bytes(bytes)
+                    }
+                    Some(Source::File(file)) => {
+                        Next::Read(file.clone(), want.min(READ_CHUNK) as usize)
+                    }
+                    None => Next::End(s.end.clone()),
+                }
             };
-            if self.offset < limit {
-                let n = (limit - self.offset).min(READ_CHUNK) as usize;
-                let (file, offset) = (self.file.clone(), self.offset);
-                let bytes = tokio::task::spawn_blocking(move || read_at(&file, n, offset))
-                    .await
-                    .map_err(io::Error::other)??;
-                self.offset += bytes.len() as u64;
-                return Ok(Some(bytes));
-            }
-            match end {
-                Some(Ok(())) => return Ok(None),
-                Some(Err(why)) => return Err(io::Error::other(why)),
-                None => {
+            let bytes = match next {
+                Next::Bytes(bytes) => bytes,
+                Next::Read(file, n) => {
+                    let offset = self.offset;
+                    tokio::task::spawn_blocking(move || read_at(&file, n, offset))
+                        .await
+                        .map_err(io::Error::other)??
+                }
+                Next::End(Some(Ok(()))) => return Ok(None),
+                Next::End(Some(Err(why))) => return Err(io::Error::other(why)),
+                Next::End(None) => {
                     if self.rx.changed().await.is_err() {
                         return Err(io::Error::other("the download stopped"));
                     }
+                    continue;
                 }
-            }
+            };
+            self.offset += bytes.len() as u64;
+            return Ok(Some(bytes));
         }
     }
 }
@@ -217,20 +271,30 @@ mod tests {
         (out, None)
     }
 
-    /// A writer that appends `parts` to a temp file, announcing each, then ends with `end`.
-    fn write(d: Arc<Download>, parts: Vec<Vec<u8>>, end: Result<(), String>) -> tempfile::TempDir {
+    /// A writer that appends `parts` (to a temp file, or in memory), announcing each, then
+    /// ends with `end`.
+    fn write(
+        d: Arc<Download>,
+        parts: Vec<Vec<u8>>,
+        in_file: bool,
+        end: Result<(), String>,
+    ) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let mut w = File::create(&path).unwrap();
-        d.start(
-            File::open(&path).unwrap(),
-            Some(parts.iter().map(|p| p.len() as u64).sum()),
-        );
+        let len = Some(parts.iter().map(|p| p.len() as u64).sum());
+        if in_file {
+            d.start_in_file(File::open(&path).unwrap(), len);
+        } else {
+            d.start_in_memory(len);
+        }
         tokio::spawn(async move {
             for p in parts {
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                w.write_all(&p).unwrap();
-                d.advance(p.len() as u64);
+                if in_file {
+                    w.write_all(&p).unwrap();
+                }
+                d.append(&Bytes::from(p));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
             match end {
@@ -243,34 +307,35 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_the_writer_and_finish_at_the_verified_end() {
-        let d = Arc::new(Download::default());
-        assert!(!d.started());
-        let early = {
-            let d = d.clone();
-            tokio::spawn(async move { collect(d.reader().await.unwrap()).await })
-        };
-        let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 300_000]).collect();
-        let whole = parts.concat();
-        let _dir = write(d.clone(), parts, Ok(()));
-        let late = collect(d.reader().await.unwrap()).await;
-        let early = early.await.unwrap();
-        for (got, err) in [early, late] {
-            assert!(err.is_none());
-            assert_eq!(got, whole);
+        for in_file in [false, true] {
+            let d = Arc::new(Download::default());
+            assert!(!d.started());
+            let early = {
+                let d = d.clone();
+                tokio::spawn(async move { collect(d.reader().await.unwrap()).await })
+            };
+            let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 300_000]).collect();
+            let whole = parts.concat();
+            let _dir = write(d.clone(), parts, in_file, Ok(()));
+            let late = collect(d.reader().await.unwrap()).await;
+            let early = early.await.unwrap();
+            for (got, err) in [early, late] {
+                assert!(err.is_none(), "in file: {in_file}");
+                assert_eq!(got, whole, "in file: {in_file}");
+            }
         }
     }
 
     #[tokio::test]
     async fn a_failed_download_never_hands_out_its_last_byte() {
-        let d = Arc::new(Download::default());
-        let _dir = write(
-            d.clone(),
-            vec![b"abc".to_vec(), b"def".to_vec()],
-            Err("checksum".into()),
-        );
-        let (got, err) = collect(d.reader().await.unwrap()).await;
-        assert_eq!(got, b"abcde", "all but the last byte");
-        assert_eq!(err.unwrap().to_string(), "checksum");
+        for in_file in [false, true] {
+            let d = Arc::new(Download::default());
+            let parts = vec![b"abc".to_vec(), b"def".to_vec()];
+            let _dir = write(d.clone(), parts, in_file, Err("checksum".into()));
+            let (got, err) = collect(d.reader().await.unwrap()).await;
+            assert_eq!(got, b"abcde", "all but the last byte (in file: {in_file})");
+            assert_eq!(err.unwrap().to_string(), "checksum");
+        }
     }
 
     #[tokio::test]
@@ -279,8 +344,8 @@ mod tests {
         let guard = d.guard();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"xyz").unwrap();
-        d.start(File::open(dir.path().join("f")).unwrap(), None);
-        d.advance(3);
+        d.start_in_file(File::open(dir.path().join("f")).unwrap(), None);
+        d.append(&Bytes::from_static(b"xyz"));
         let reader = tokio::spawn({
             let d = d.clone();
             async move { collect(d.reader().await.unwrap()).await }

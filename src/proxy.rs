@@ -10,6 +10,7 @@
 //! - concurrent misses of one file share one upstream request, and waiters give up after the
 //!   configured time instead of hanging on a stuck leader.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +20,7 @@ use http_cache_semantics::{AfterResponse, CacheOptions, CachePolicy};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Coalescer, Done};
 use crate::config::MirrorConfig;
 use crate::download::{Download, Streamed};
 use crate::metrics::Metrics;
@@ -257,11 +258,11 @@ impl Mirror {
         let k = key.clone();
         // The flight runs in its own task; its result lands in the cache.
         let _ = self.index_flights.join(key.clone(), move || async move {
-            let result = this.fetch_index(&k, Some(old)).await;
-            if let Err(e) = &result {
+            let done = this.fetch_index(&k, Some(old)).await;
+            if let Err(e) = done.value() {
                 tracing::warn!(registry = %this.name, file = %k.index_path(), error = %e, "background refresh failed");
             }
-            result
+            done
         });
     }
 
@@ -318,17 +319,31 @@ impl Mirror {
         }
     }
 
+    /// Fetches or revalidates one index file. A new body is answered from memory at once and
+    /// written to disk in the flight's tail.
     async fn fetch_index(
-        &self,
+        self: &Arc<Self>,
         key: &IndexKey,
         old: Option<Arc<IndexEntry>>,
-    ) -> Result<Lookup, ProxyError> {
+    ) -> Done<IndexFlight> {
+        match self.fetch_index_inner(key, old).await {
+            Ok((lookup, Some(persist))) => Done::then(Ok(lookup), persist),
+            Ok((lookup, None)) => Ok(lookup).into(),
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    async fn fetch_index_inner(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<Arc<IndexEntry>>,
+    ) -> Result<(Lookup, Option<impl Future<Output = ()> + Send + 'static>), ProxyError> {
         let mk = key.mem_key();
         // A flight that finished just before this one started may have done the work already.
         if let Some(MemValue::Index(e)) = self.memory.get(&mk) {
             let replaced = old.as_ref().is_none_or(|o| !Arc::ptr_eq(o, &e));
             if replaced && to_ms(SystemTime::now()) < e.meta.fresh_until_ms {
-                return Ok(Lookup::Found(e));
+                return Ok((Lookup::Found(e), None));
             }
         }
         let path = key.index_path();
@@ -363,12 +378,13 @@ impl Mirror {
                     now,
                     CacheOptions::default(),
                 );
-                let entry = self
-                    .store_index(key, resp.body, policy, response.headers(), now)
-                    .await?;
+                let entry = self.new_index_entry(resp.body, policy, response.headers(), now)?;
+                self.memory
+                    .insert(mk.clone(), MemValue::Index(entry.clone()));
                 self.negative.invalidate(&mk);
                 self.metrics.cache("index", "upstream", "miss");
-                Ok(Lookup::Found(entry))
+                let persist = self.clone().persist_index(key.clone(), entry.clone());
+                Ok((Lookup::Found(entry), Some(persist)))
             }
             StatusCode::NOT_MODIFIED => {
                 let Some(old) = old else {
@@ -396,7 +412,7 @@ impl Mirror {
                 let entry = Arc::new(entry_from(old.body.clone(), meta)?);
                 self.memory.insert(mk, MemValue::Index(entry.clone()));
                 self.metrics.cache("index", "upstream", "revalidated");
-                Ok(Lookup::Found(entry))
+                Ok((Lookup::Found(entry), None))
             }
             StatusCode::NOT_FOUND
             | StatusCode::GONE
@@ -407,7 +423,7 @@ impl Mirror {
                 self.memory.remove(&mk);
                 self.negative.insert(mk, ());
                 self.metrics.cache("index", "upstream", "miss");
-                Ok(Lookup::NotFound)
+                Ok((Lookup::NotFound, None))
             }
             s => Err(self
                 .upstream
@@ -416,9 +432,8 @@ impl Mirror {
         }
     }
 
-    async fn store_index(
+    fn new_index_entry(
         &self,
-        key: &IndexKey,
         body: Bytes,
         policy: CachePolicy,
         headers: &HeaderMap,
@@ -433,13 +448,22 @@ impl Mirror {
             size: body.len() as u64,
             policy,
         };
-        // Body first, then the bookkeeping that points at it.
-        self.disk.write(&key.rel_path(), &body).await?;
-        self.meta.put_index(key, &meta)?;
-        let entry = Arc::new(entry_from(body, meta)?);
-        self.memory
-            .insert(key.mem_key(), MemValue::Index(entry.clone()));
-        Ok(entry)
+        Ok(Arc::new(entry_from(body, meta)?))
+    }
+
+    /// Writes an index file to disk, body first, then the bookkeeping that points at it. It
+    /// runs in the tail of the file's flight, so writes of one file never overlap. A failure
+    /// only costs the disk copy: the memory tier has the file.
+    async fn persist_index(self: Arc<Self>, key: IndexKey, entry: Arc<IndexEntry>) {
+        let result = async {
+            self.disk.write(&key.rel_path(), entry.body.clone()).await?;
+            self.meta.put_index(&key, &entry.meta)?;
+            Ok::<_, ProxyError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(registry = %self.name, file = %key.index_path(), error = %e, "cannot store an index file on disk");
+        }
     }
 
     /// Downloads need the upstream's `config.json` (its `dl` template). Fetching it in the
@@ -488,7 +512,11 @@ impl Mirror {
             self.metrics.cache("crate", "memory", "hit");
             return Ok(CrateBody::Memory(bytes));
         }
-        if let Some(body) = self.open_crate(&key).await? {
+        // The bookkeeping says whether the file is on disk, without a trip to the blocking
+        // pool for a miss.
+        if self.meta.get_crate(&key)?.is_some()
+            && let Some(body) = self.open_crate(&key).await?
+        {
             self.metrics.cache("crate", "disk", "hit");
             return Ok(body);
         }
@@ -501,11 +529,11 @@ impl Mirror {
             self.crate_flights
                 .join_with(key.clone(), Arc::default(), move |d| async move {
                     let _end = d.guard();
-                    let result = this.fetch_crate(&k, &d).await;
-                    if let Err(e) = &result {
+                    let done = this.fetch_crate(&k, &d).await;
+                    if let Err(e) = done.value() {
                         d.fail(e.to_string());
                     }
-                    result
+                    done
                 });
         if !leader {
             self.metrics
@@ -576,10 +604,32 @@ impl Mirror {
         }
     }
 
-    async fn fetch_crate(self: &Arc<Self>, key: &CrateKey, progress: &Download) -> CrateFlight {
-        // A flight that finished just before this one started may have stored it already.
-        if self.disk.open_file(&key.rel_path()).await?.is_some() {
-            return Ok(None);
+    async fn fetch_crate(
+        self: &Arc<Self>,
+        key: &CrateKey,
+        progress: &Download,
+    ) -> Done<CrateFlight> {
+        match self.fetch_crate_inner(key, progress).await {
+            Ok(Fetched::InMemory(bytes, meta)) => {
+                let persist = Arc::clone(self).persist_crate(key.clone(), bytes.clone(), meta);
+                Done::then(Ok(Some(bytes)), persist)
+            }
+            Ok(Fetched::OnDisk(bytes)) => Ok(bytes).into(),
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    async fn fetch_crate_inner(
+        self: &Arc<Self>,
+        key: &CrateKey,
+        progress: &Download,
+    ) -> Result<Fetched, ProxyError> {
+        // A flight that finished just before this one started may have done the work already.
+        if let Some(MemValue::Crate(bytes)) = self.memory.get(&key.mem_key()) {
+            return Ok(Fetched::OnDisk(Some(bytes)));
+        }
+        if self.meta.get_crate(key)?.is_some() {
+            return Ok(Fetched::OnDisk(None));
         }
         let line = self.checksum_of(key).await?;
         let dl = self.upstream_dl().await?;
@@ -600,6 +650,12 @@ impl Mirror {
         }
     }
 
+    /// Downloads one crate file, verifies it, and publishes its progress to `progress`.
+    ///
+    /// A file the memory tier can hold is followed in memory and answered from there; it
+    /// reaches the disk in the flight's tail ([`Mirror::persist_crate`]), off the client's
+    /// path. A larger file (or one of unknown length) streams into its temp file, which
+    /// readers follow, and is committed before the flight ends.
     async fn download(
         &self,
         key: &CrateKey,
@@ -607,7 +663,7 @@ impl Mirror {
         what: &str,
         cksum: &str,
         progress: &Download,
-    ) -> CrateFlight {
+    ) -> Result<Fetched, ProxyError> {
         let mut resp = self
             .upstream
             .send_once(url, &HeaderMap::new(), Kind::Crate, what)
@@ -628,7 +684,8 @@ impl Mirror {
             }
         }
         let limit = self.max_crate_bytes;
-        if resp.content_length().is_some_and(|l| l > limit) {
+        let len = resp.content_length();
+        if len.is_some_and(|l| l > limit) {
             return Err(self.upstream.error(what, Failure::TooLarge(limit)).into());
         }
         let html = resp
@@ -645,12 +702,18 @@ impl Mirror {
                 )
                 .into());
         }
-        let mut keep = resp
-            .content_length()
-            .is_none_or(|l| self.memory.fits(l))
-            .then(BytesMut::new);
-        let mut tmp = self.disk.temp().await?;
-        progress.start(tmp.reader()?, resp.content_length());
+        let in_memory = len.is_some_and(|l| self.memory.fits(l));
+        // Bytes kept for the memory tier: always in memory mode, and for a file of unknown
+        // length as long as it stays small enough.
+        let mut keep = (in_memory || len.is_none()).then(BytesMut::new);
+        let mut tmp = None;
+        if in_memory {
+            progress.start_in_memory(len);
+        } else {
+            let t = self.disk.temp().await?;
+            progress.start_in_file(t.reader()?, len);
+            tmp = Some(t);
+        }
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = self.upstream.next_chunk(&mut resp, what).await? {
@@ -659,11 +722,13 @@ impl Mirror {
                 return Err(self.upstream.error(what, Failure::TooLarge(limit)).into());
             }
             hasher.update(&chunk);
-            tmp.write_all(&chunk).await?;
-            tmp.flush().await?;
-            progress.advance(chunk.len() as u64);
+            if let Some(t) = &mut tmp {
+                t.write_all(&chunk).await?;
+                t.flush().await?;
+            }
+            progress.append(&chunk);
             if let Some(buf) = &mut keep {
-                if self.memory.fits(size) {
+                if in_memory || self.memory.fits(size) {
                     buf.extend_from_slice(&chunk);
                 } else {
                     keep = None;
@@ -676,7 +741,7 @@ impl Mirror {
                 .checksum_failures
                 .with_label_values(&[self.name.as_str()])
                 .inc();
-            // `tmp` is dropped here, which deletes the partial file.
+            // `tmp`, if any, is dropped here, which deletes the partial file.
             let e: ProxyError = self
                 .upstream
                 .error(
@@ -692,23 +757,49 @@ impl Mirror {
         }
         // Readers may hand out the last byte now; the file is stored after.
         progress.verified();
-        self.disk.commit(tmp, &key.rel_path()).await?;
-        self.meta.put_crate(
-            key,
-            &CrateMeta {
-                cksum: actual,
-                size,
-                stored_at_ms: to_ms(SystemTime::now()),
-            },
-        )?;
         self.metrics.cache("crate", "upstream", "miss");
+        let meta = CrateMeta {
+            cksum: actual,
+            size,
+            stored_at_ms: to_ms(SystemTime::now()),
+        };
         let bytes = keep.map(BytesMut::freeze);
         if let Some(b) = &bytes {
             self.memory
                 .insert(key.mem_key(), MemValue::Crate(b.clone()));
         }
-        Ok(bytes)
+        match (tmp, bytes) {
+            (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, meta)),
+            (Some(tmp), bytes) => {
+                self.disk.commit(tmp, &key.rel_path()).await?;
+                self.meta.put_crate(key, &meta)?;
+                Ok(Fetched::OnDisk(bytes))
+            }
+            (None, None) => unreachable!("a download without a temp file keeps its bytes"),
+        }
     }
+
+    /// Writes a crate file that was answered from memory to disk, then its bookkeeping. A
+    /// failure only costs the disk copy.
+    async fn persist_crate(self: Arc<Self>, key: CrateKey, bytes: Bytes, meta: CrateMeta) {
+        let result = async {
+            self.disk.write(&key.rel_path(), bytes).await?;
+            self.meta.put_crate(&key, &meta)?;
+            Ok::<_, ProxyError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(registry = %self.name, crate_name = %key.name, version = %key.version, error = %e, "cannot store a crate file on disk");
+        }
+    }
+}
+
+/// How a download ended.
+enum Fetched {
+    /// Verified and held in memory; still to be written to disk.
+    InMemory(Bytes, CrateMeta),
+    /// On disk already (with its bytes when they are small enough for memory).
+    OnDisk(Option<Bytes>),
 }
 
 /// Upstream freshness is capped, so that an absurd `max-age` cannot overflow the clock.

@@ -60,6 +60,21 @@ impl Drop for TempFile {
     }
 }
 
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn rename_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(from, to)
+}
+
 impl DiskStore {
     /// Opens (creating) the folder and empties its `tmp/` of files left by a crash.
     pub fn open(root: &Path) -> std::io::Result<Self> {
@@ -100,9 +115,13 @@ impl DiskStore {
         }
     }
 
-    pub async fn temp(&self) -> std::io::Result<TempFile> {
+    fn temp_path(&self) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
+        self.tmp.join(format!("{}-{n}.part", std::process::id()))
+    }
+
+    pub async fn temp(&self) -> std::io::Result<TempFile> {
+        let path = self.temp_path();
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -117,28 +136,47 @@ impl DiskStore {
     /// Flushes the temp file to disk and renames it to `rel`, replacing any old file.
     pub async fn commit(&self, mut tmp: TempFile, rel: &Path) -> std::io::Result<()> {
         let mut file = tmp.file.take().expect("temp file is open until commit");
-        let result = async {
-            file.flush().await?;
-            file.sync_all().await?;
-            drop(file);
-            let dest = self.path(rel);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).await?;
+        let path = std::mem::take(&mut tmp.path);
+        let dest = self.path(rel);
+        // Wait for tokio's pending write, then sync and rename in one trip to the blocking pool.
+        if let Err(e) = file.flush().await {
+            let _ = fs::remove_file(&path).await;
+            return Err(e);
+        }
+        let file = file.into_std().await;
+        blocking(move || {
+            let result = file.sync_all().and_then(|()| {
+                drop(file);
+                rename_into_place(&path, &dest)
+            });
+            if result.is_err() {
+                let _ = std::fs::remove_file(&path);
             }
-            fs::rename(&tmp.path, &dest).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp.path).await;
-        }
-        result
+            result
+        })
+        .await
     }
 
-    /// Writes a whole file atomically.
-    pub async fn write(&self, rel: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let mut tmp = self.temp().await?;
-        tmp.write_all(bytes).await?;
-        self.commit(tmp, rel).await
+    /// Writes a whole file atomically, in one trip to the blocking pool.
+    pub async fn write(&self, rel: &Path, bytes: Bytes) -> std::io::Result<()> {
+        let path = self.temp_path();
+        let dest = self.path(rel);
+        blocking(move || {
+            let result = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, &bytes)?;
+                    f.sync_all()
+                })
+                .and_then(|()| rename_into_place(&path, &dest));
+            if result.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            result
+        })
+        .await
     }
 
     pub async fn remove(&self, rel: &Path) -> std::io::Result<()> {
@@ -159,8 +197,8 @@ mod tests {
         let store = DiskStore::open(dir.path()).unwrap();
         let rel = Path::new("a/b/c.txt");
         assert!(store.read(rel).await.unwrap().is_none());
-        store.write(rel, b"one").await.unwrap();
-        store.write(rel, b"two").await.unwrap();
+        store.write(rel, Bytes::from_static(b"one")).await.unwrap();
+        store.write(rel, Bytes::from_static(b"two")).await.unwrap();
         assert_eq!(store.read(rel).await.unwrap().unwrap(), "two");
 
         let mut t = store.temp().await.unwrap();
