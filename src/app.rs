@@ -110,6 +110,14 @@ impl App {
         m.cache_bytes
             .with_label_values(&["memory", "all"])
             .set(bytes as i64);
+        for (name, mirror) in &self.mirrors {
+            let (index, crates) = mirror.fetches_in_flight();
+            for (kind, n) in [("index", index), ("crate", crates)] {
+                m.fetches_in_flight
+                    .with_label_values(&[name.as_str(), kind])
+                    .set(n as i64);
+            }
+        }
         let t = self.meta.totals();
         for (kind, files, size) in [
             ("index", t.index_files, t.index_bytes),
@@ -121,6 +129,22 @@ impl App {
             m.cache_bytes
                 .with_label_values(&["disk", kind])
                 .set(size as i64);
+        }
+    }
+
+    /// Waits until no mirror has a fetch or a disk write under way (at shutdown, after the
+    /// connections drained), or `deadline` passes.
+    pub async fn settle(&self, deadline: tokio::time::Instant) {
+        while self
+            .mirrors
+            .values()
+            .any(|m| m.fetches_in_flight() != (0, 0))
+        {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("grace period over; fetches still under way are abandoned");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

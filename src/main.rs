@@ -124,6 +124,9 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Threads for disk work; see `serve`.
+const BLOCKING_THREADS: usize = 32;
+
 fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &cli)?;
     init_logging(&config);
@@ -131,6 +134,10 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Disk work (reads of cold files, writes after downloads) goes to the blocking pool.
+        // A burst of misses would otherwise start a thread per file; a bounded pool queues
+        // them instead, which costs less than hundreds of thread starts.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub cache_entries: IntGaugeVec,
     /// Bytes held in each tier, by tier (memory, disk) and kind (index, crate, all).
     pub cache_bytes: IntGaugeVec,
+    /// Upstream fetches under way (with the disk writes after them), by registry and kind.
+    pub fetches_in_flight: IntGaugeVec,
     /// HTTP requests by protocol version (HTTP/1.1, HTTP/2.0).
     pub http_versions: IntCounterVec,
     /// Plain connections by how they opened: `h2c-upgrade` (the first request asked for HTTP/2
@@ -129,6 +131,11 @@ impl Metrics {
                 "cache_bytes",
                 "Bytes held in each cache tier, by tier and kind.",
                 &["tier", "kind"],
+            ),
+            fetches_in_flight: gauge(
+                "fetches_in_flight",
+                "Upstream fetches under way, with the disk writes after them, by registry and kind.",
+                &["registry", "kind"],
             ),
             http_versions: counter(
                 "http_requests_by_version_total",

@@ -171,6 +171,11 @@ impl Mirror {
         &self.name
     }
 
+    /// Fetches of index files and of crate files under way (with the disk writes after them).
+    pub fn fetches_in_flight(&self) -> (usize, usize) {
+        (self.index_flights.len(), self.crate_flights.len())
+    }
+
     // ---------------------------------------------------------------- index files
 
     /// The index file of crate `name`.

@@ -179,10 +179,13 @@ pub async fn serve(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining connections"
     );
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    let deadline = tokio::time::Instant::now() + grace;
+    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
+    // Answers may have gone out before their files reached the disk: let those writes end.
+    app.settle(deadline).await;
     app.flush()?;
     Ok(())
 }

@@ -75,6 +75,9 @@ async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
     let client = http_client();
     let url = cd.url("/crates-io/index/se/rd/serde");
     let good = client.get(&url).send().await.unwrap().text().await.unwrap();
+    // A request joining a fetch that is still writing to disk gets that fetch's answer; let
+    // it end, so that each request below goes to the (failing) upstream itself.
+    cd.wait_idle().await;
 
     for fault in [
         Fault::Status(500),
@@ -267,6 +270,7 @@ async fn a_slow_revalidation_serves_the_stale_copy_and_finishes_in_the_backgroun
     let client = http_client();
     let url = cd.url("/crates-io/index/se/rd/serde");
     let v1 = client.get(&url).send().await.unwrap().text().await.unwrap();
+    cd.wait_idle().await;
 
     up.publish(build(CrateSpec::new("serde", "1.1.0")));
     up.set_fault(Fault::Delay(Duration::from_millis(1500)), Target::Index);

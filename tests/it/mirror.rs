@@ -51,6 +51,7 @@ async fn warm_fetch_succeeds_with_the_upstream_stopped() {
     let first = CargoProject::new(&cd.index_url(), &[("a", "1")]);
     first.ok(&["generate-lockfile"]);
     first.ok(&["fetch"]);
+    cd.wait_idle().await;
 
     up.stop().await;
 

@@ -154,6 +154,17 @@ impl Cratedock {
     }
 
     /// Value of one metric series, matched by name and a label substring (0 when absent).
+    /// Waits until no upstream fetch, nor the disk write after one, is under way.
+    pub async fn wait_idle(&self) {
+        for _ in 0..500 {
+            if self.metric("fetches_in_flight", "").await == 0.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fetches still under way after 5 s");
+    }
+
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let text = self.metrics_text().await;
         text.lines()
