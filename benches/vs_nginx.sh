@@ -14,13 +14,14 @@
 #   4. CPU seconds and peak RSS of each server.
 # It prints a table of cratedock / nginx ratios and writes it to target/bench/vs_nginx.md.
 #
-#   bash benches/vs_nginx.sh                 # ROUNDS=3 DURATION=5 UPSTREAM_LATENCY_MS=30
+#   bash benches/vs_nginx.sh     # ROUNDS=3 DURATION=5 FETCH_ROUNDS=5 UPSTREAM_LATENCY_MS=30
 #
 # Caches and CARGO_HOMEs live on a tmpfs (/dev/shm): recreating folders on ext4 slows later
 # runs (see ../shared/docs/benchmarking.md). Installs nginx and wrk with apt-get when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
+FETCH_ROUNDS=${FETCH_ROUNDS:-5}
 DURATION=${DURATION:-5}
 UPSTREAM_LATENCY_MS=${UPSTREAM_LATENCY_MS:-30}
 UP_PORT=18800 CD_PORT=18801 NG_PORT=18802 CD_TLS_PORT=18803 NG_TLS_PORT=18804
@@ -175,7 +176,7 @@ fetch() { # system, http|https|http1: runs cargo fetch with an empty CARGO_HOME,
 start_cratedock "$work/cd-lock"
 (cd "$work/project" && CARGO_HOME="$(mktemp -d -p "$work")" && printf '[source.crates-io]\nreplace-with = "m"\n[source.m]\nregistry = "sparse+http://127.0.0.1:%s/crates-io/index/"\n' "$CD_PORT" > "$CARGO_HOME/config.toml" && CARGO_HOME=$CARGO_HOME cargo generate-lockfile -q)
 echo "lockfile: $(grep -c '^name = ' "$work/project/Cargo.lock") packages"
-for r in $(seq "$ROUNDS"); do
+for r in $(seq "$FETCH_ROUNDS"); do
   order="cratedock nginx"; [ $((r % 2)) -eq 0 ] && order="nginx cratedock"
   for sys in $order; do
     for scheme in http https http1; do
@@ -197,7 +198,7 @@ row() { # label, metric, lower-is-better
 {
   echo "# cratedock vs nginx proxy_cache"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; wrk -t2 -c64 -d${DURATION}s, HTTP/1.1; medians of $ROUNDS rounds (min-max); upstream latency for cargo fetch: ${UPSTREAM_LATENCY_MS} ms"
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores; wrk -t2 -c64 -d${DURATION}s, HTTP/1.1, medians of $ROUNDS rounds (min-max); cargo fetch: medians of $FETCH_ROUNDS rounds, upstream latency ${UPSTREAM_LATENCY_MS} ms"
   echo
   echo "| measure | cratedock | nginx | cratedock / nginx |"
   echo "|---|---|---|---|"

@@ -92,6 +92,9 @@ impl Download {
 
     /// `chunk` arrived (and, for a file download, is in the file).
     pub fn append(&self, chunk: &Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
         self.state.send_modify(|s| {
             s.written += chunk.len() as u64;
             if let Some(Source::Memory(chunks)) = &mut s.source {

@@ -4,9 +4,11 @@
 //! - index files: memory → disk → upstream; freshness from the upstream's caching headers (or
 //!   the configured TTL), conditional revalidation, stale-while-revalidate, stale-if-error, and
 //!   a short negative cache of "no such crate";
-//! - crate files: streamed from upstream into a temp file while hashing, and stored only when
-//!   the SHA-256 equals the index's `cksum`; clients read the temp file as it grows (see
+//! - crate files: hashed as they stream in from the upstream, and stored only when the SHA-256
+//!   equals the index's `cksum`; clients follow the download as it arrives (see
 //!   [`crate::download`]) but never get the last byte of a file that fails the check;
+//! - new files are answered from memory first and written to disk in the tail of their flight,
+//!   off the client's path;
 //! - concurrent misses of one file share one upstream request, and waiters give up after the
 //!   configured time instead of hanging on a stuck leader.
 
@@ -619,7 +621,7 @@ impl Mirror {
                 let persist = Arc::clone(self).persist_crate(key.clone(), bytes.clone(), meta);
                 Done::then(Ok(Some(bytes)), persist)
             }
-            Ok(Fetched::OnDisk(bytes)) => Ok(bytes).into(),
+            Ok(Fetched::Stored(bytes)) => Ok(bytes).into(),
             Err(e) => Err(e).into(),
         }
     }
@@ -631,10 +633,10 @@ impl Mirror {
     ) -> Result<Fetched, ProxyError> {
         // A flight that finished just before this one started may have done the work already.
         if let Some(MemValue::Crate(bytes)) = self.memory.get(&key.mem_key()) {
-            return Ok(Fetched::OnDisk(Some(bytes)));
+            return Ok(Fetched::Stored(Some(bytes)));
         }
         if self.meta.get_crate(key)?.is_some() {
-            return Ok(Fetched::OnDisk(None));
+            return Ok(Fetched::Stored(None));
         }
         let line = self.checksum_of(key).await?;
         let dl = self.upstream_dl().await?;
@@ -778,7 +780,7 @@ impl Mirror {
             (Some(tmp), bytes) => {
                 self.disk.commit(tmp, &key.rel_path()).await?;
                 self.meta.put_crate(key, &meta)?;
-                Ok(Fetched::OnDisk(bytes))
+                Ok(Fetched::Stored(bytes))
             }
             (None, None) => unreachable!("a download without a temp file keeps its bytes"),
         }
@@ -803,8 +805,8 @@ impl Mirror {
 enum Fetched {
     /// Verified and held in memory; still to be written to disk.
     InMemory(Bytes, CrateMeta),
-    /// On disk already (with its bytes when they are small enough for memory).
-    OnDisk(Option<Bytes>),
+    /// Stored on disk already (with its bytes when they are small enough for memory).
+    Stored(Option<Bytes>),
 }
 
 /// Upstream freshness is capped, so that an absurd `max-age` cannot overflow the clock.
