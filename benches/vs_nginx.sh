@@ -4,7 +4,7 @@
 #   1. a generated upstream registry (examples/bench_registry.rs): ~2,000 crates, index files
 #      200 B to 2 MB, crate files 2 KB to 10 MB, long-tailed;
 #   2. hot paths with wrk (HTTP/1.1, 64 connections): a 181 KB index file, a 100 KB crate and a
-#      1.5 MB crate, both servers alternating, ROUNDS times;
+#      1.5 MB crate, over plain HTTP and over HTTPS, both servers alternating, ROUNDS times;
 #   3. cold `cargo fetch` of a 300-crate lockfile with the upstream answering after
 #      UPSTREAM_LATENCY_MS, each repetition with empty server caches and CARGO_HOME; then warm
 #      (server cache filled, empty CARGO_HOME); over plain HTTP with cargo's defaults (cargo
@@ -106,10 +106,13 @@ pids_of() { # cratedock | nginx: the server's processes
 cpu_ticks() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
 peak_rss_kb() { local t=0; for p in $(pids_of "$1"); do t=$((t + $(awk '/VmHWM/ { print $2 }' "/proc/$p/status"))); done; echo "$t"; }
 
-url_of() { # system, kind (index|small|large)
-  local base
-  if [ "$1" = cratedock ]; then base="http://127.0.0.1:$CD_PORT"; else base="http://127.0.0.1:$NG_PORT"; fi
+url_of() { # system, kind (index|small|large, with -tls: over HTTPS)
+  local base kind=${2%-tls}
   case "$1:$2" in
+    cratedock:*-tls) base="https://localhost:$CD_TLS_PORT" ;; nginx:*-tls) base="https://localhost:$NG_TLS_PORT" ;;
+    cratedock:*) base="http://127.0.0.1:$CD_PORT" ;; nginx:*) base="http://127.0.0.1:$NG_PORT" ;;
+  esac
+  case "$1:$kind" in
     *:index) echo "$base/crates-io/index/ho/t-/hot-index" ;;
     cratedock:small) echo "$base/crates-io/api/v1/crates/hot-small/1.0.0/download" ;;
     cratedock:large) echo "$base/crates-io/api/v1/crates/hot-large/1.0.0/download" ;;
@@ -132,13 +135,15 @@ start_cratedock "$work/cd-hot"
 start_nginx "$work/ng-hot"
 
 echo "== hot paths: wrk -t2 -c64 -d${DURATION}s --latency, $ROUNDS rounds"
-for sys in cratedock nginx; do for kind in index small large; do
-  curl -sf -o /dev/null "$(url_of $sys $kind)"; curl -sf -o /dev/null "$(url_of $sys $kind)"
+KINDS="index small large index-tls small-tls large-tls"
+for sys in cratedock nginx; do for kind in $KINDS; do
+  curl -sf --cacert "$work/cert.pem" -o /dev/null "$(url_of $sys $kind)"
+  curl -sf --cacert "$work/cert.pem" -o /dev/null "$(url_of $sys $kind)"
 done; done
 cd_cpu0=$(cpu_ticks cratedock) ng_cpu0=$(cpu_ticks nginx)
 for r in $(seq "$ROUNDS"); do
   order="cratedock nginx"; [ $((r % 2)) -eq 0 ] && order="nginx cratedock"
-  for kind in index small large; do
+  for kind in $KINDS; do
     for sys in $order; do
       res=$(wrk -t2 -c64 -d"${DURATION}s" --latency "$(url_of $sys $kind)")
       rps=$(echo "$res" | awk '/^Requests\/sec/ { print $2 }')
@@ -211,6 +216,13 @@ row() { # label, metric, lower-is-better
   row "hot crate 1.5 MB, req/s" large-rps
   row "hot crate 1.5 MB, p50 ms" large-p50
   row "hot crate 1.5 MB, p99 ms" large-p99
+  row "HTTPS (HTTP/1.1 over TLS): hot index 181 KB, req/s" index-tls-rps
+  row "HTTPS: hot index 181 KB, p99 ms" index-tls-p99
+  row "HTTPS: hot crate 100 KB, req/s" small-tls-rps
+  row "HTTPS: hot crate 100 KB, p99 ms" small-tls-p99
+  row "HTTPS: hot crate 1.5 MB, req/s" large-tls-rps
+  row "HTTPS: hot crate 1.5 MB, p50 ms" large-tls-p50
+  row "HTTPS: hot crate 1.5 MB, p99 ms" large-tls-p99
   row "cargo fetch, 300 crates, cold, plain HTTP (cargo's defaults), s" cold-http
   row "cargo fetch, 300 crates, warm, plain HTTP (cargo's defaults), s" warm-http
   row "cargo fetch, 300 crates, cold, HTTPS (HTTP/2 by ALPN), s" cold-https
@@ -225,6 +237,8 @@ row() { # label, metric, lower-is-better
     'BEGIN { printf "| peak RSS after a cold fetch, MiB | %.1f | %.1f | %.2f |\n", c / 1024, n / 1024, c / n }'
   echo
   echo "Plain HTTP with cargo's defaults: cargo asks for HTTP/2 with \`Upgrade: h2c\`; cratedock upgrades (server.h2c_upgrade), nginx answers HTTP/1.1. \`multiplexing = false\` makes cargo speak HTTP/1.1 to both, on parallel connections."
+  echo
+  echo "Large files over plain HTTP: nginx hands them to the kernel with sendfile (no copy through user space); cratedock writes them from its memory tier. Over HTTPS neither can."
   echo
   echo "nginx RSS is the sum over its master and worker processes; its cache bodies live in the page cache, not in its RSS."
 } | tee "$out"
