@@ -150,6 +150,10 @@ fn upgrade_request(buf: &[u8]) -> Scan {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Scan::No;
     };
+    // Only origin-form targets map to an HTTP/2 `:path` (not a proxy's absolute form).
+    if !path.starts_with('/') {
+        return Scan::No;
+    }
     let values = |name: &'static str| {
         req.headers
             .iter()
@@ -385,6 +389,10 @@ mod tests {
             text.replace("HTTP2-Settings: AAMAAABkAAQAAQAAAAIAAAAA\r\n", "")
         ));
         assert!(no(text.replace("GET", "PUT")));
+        assert!(no(text.replace(
+            "GET /crates-io",
+            "GET http://localhost:8080/crates-io"
+        )));
         assert!(no(text.replace("accept: text/plain", "content-length: 5")));
         assert!(no(text.replace("Host: localhost:8080\r\n", "")));
         assert!(no(String::from_utf8(PREFACE.to_vec()).unwrap()));
