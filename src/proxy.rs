@@ -13,6 +13,7 @@
 //!   configured time instead of hanging on a stuck leader.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -390,7 +391,13 @@ impl Mirror {
                     .insert(mk.clone(), MemValue::Index(entry.clone()));
                 self.negative.invalidate(&mk);
                 self.metrics.cache("index", "upstream", "miss");
-                let persist = self.clone().persist_index(key.clone(), entry.clone());
+                let (k, e) = (key.clone(), entry.clone());
+                let persist = Arc::clone(self).persist(
+                    key.rel_path(),
+                    entry.body.clone(),
+                    format!("index file {}", key.index_path()),
+                    move |meta| meta.put_index(&k, &e.meta),
+                );
                 Ok((Lookup::Found(entry), Some(persist)))
             }
             StatusCode::NOT_MODIFIED => {
@@ -458,18 +465,24 @@ impl Mirror {
         Ok(Arc::new(entry_from(body, meta)?))
     }
 
-    /// Writes an index file to disk, body first, then the bookkeeping that points at it. It
-    /// runs in the tail of the file's flight, so writes of one file never overlap. A failure
-    /// only costs the disk copy: the memory tier has the file.
-    async fn persist_index(self: Arc<Self>, key: IndexKey, entry: Arc<IndexEntry>) {
+    /// Writes a file that was answered from memory to disk, then its bookkeeping (`record`).
+    /// It runs in the tail of the file's flight, so writes of one file never overlap. A
+    /// failure only costs the disk copy: the memory tier has the file.
+    async fn persist(
+        self: Arc<Self>,
+        rel: PathBuf,
+        bytes: Bytes,
+        what: String,
+        record: impl FnOnce(&dyn MetaStore) -> Result<(), StoreError>,
+    ) {
         let result = async {
-            self.disk.write(&key.rel_path(), entry.body.clone()).await?;
-            self.meta.put_index(&key, &entry.meta)?;
+            self.disk.write(&rel, bytes).await?;
+            record(self.meta.as_ref())?;
             Ok::<_, ProxyError>(())
         }
         .await;
         if let Err(e) = result {
-            tracing::error!(registry = %self.name, file = %key.index_path(), error = %e, "cannot store an index file on disk");
+            tracing::error!(registry = %self.name, file = %what, error = %e, "cannot store a file on disk");
         }
     }
 
@@ -618,7 +631,13 @@ impl Mirror {
     ) -> Done<CrateFlight> {
         match self.fetch_crate_inner(key, progress).await {
             Ok(Fetched::InMemory(bytes, meta)) => {
-                let persist = Arc::clone(self).persist_crate(key.clone(), bytes.clone(), meta);
+                let k = key.clone();
+                let persist = Arc::clone(self).persist(
+                    key.rel_path(),
+                    bytes.clone(),
+                    format!("crate {} {}", key.name, key.version),
+                    move |store| store.put_crate(&k, &meta),
+                );
                 Done::then(Ok(Some(bytes)), persist)
             }
             Ok(Fetched::Stored(bytes)) => Ok(bytes).into(),
@@ -660,7 +679,7 @@ impl Mirror {
     /// Downloads one crate file, verifies it, and publishes its progress to `progress`.
     ///
     /// A file the memory tier can hold is followed in memory and answered from there; it
-    /// reaches the disk in the flight's tail ([`Mirror::persist_crate`]), off the client's
+    /// reaches the disk in the flight's tail ([`Mirror::persist`]), off the client's
     /// path. A larger file (or one of unknown length) streams into its temp file, which
     /// readers follow, and is committed before the flight ends.
     async fn download(
@@ -783,20 +802,6 @@ impl Mirror {
                 Ok(Fetched::Stored(bytes))
             }
             (None, None) => unreachable!("a download without a temp file keeps its bytes"),
-        }
-    }
-
-    /// Writes a crate file that was answered from memory to disk, then its bookkeeping. A
-    /// failure only costs the disk copy.
-    async fn persist_crate(self: Arc<Self>, key: CrateKey, bytes: Bytes, meta: CrateMeta) {
-        let result = async {
-            self.disk.write(&key.rel_path(), bytes).await?;
-            self.meta.put_crate(&key, &meta)?;
-            Ok::<_, ProxyError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::error!(registry = %self.name, crate_name = %key.name, version = %key.version, error = %e, "cannot store a crate file on disk");
         }
     }
 }

@@ -68,6 +68,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(std::io::Error::other)?
 }
 
+/// Runs `fill` (which writes the temp file at `path` and returns it), syncs the file and
+/// renames it to `dest`. Whatever fails, the temp file does not linger.
+fn place(
+    path: &Path,
+    dest: &Path,
+    fill: impl FnOnce() -> std::io::Result<std::fs::File>,
+) -> std::io::Result<()> {
+    let result = fill()
+        .and_then(|f| f.sync_all())
+        .and_then(|()| rename_into_place(path, dest));
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 /// Renames `from` to `to`, creating `to`'s folders only when they are missing (most renames
 /// land in a folder that exists, and then cost one system call).
 fn rename_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -151,17 +167,7 @@ impl DiskStore {
             return Err(e);
         }
         let file = file.into_std().await;
-        blocking(move || {
-            let result = file.sync_all().and_then(|()| {
-                drop(file);
-                rename_into_place(&path, &dest)
-            });
-            if result.is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
-            result
-        })
-        .await
+        blocking(move || place(&path, &dest, || Ok(file))).await
     }
 
     /// Writes a whole file atomically, in one trip to the blocking pool.
@@ -169,19 +175,14 @@ impl DiskStore {
         let path = self.temp_path();
         let dest = self.path(rel);
         blocking(move || {
-            let result = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .and_then(|mut f| {
-                    std::io::Write::write_all(&mut f, &bytes)?;
-                    f.sync_all()
-                })
-                .and_then(|()| rename_into_place(&path, &dest));
-            if result.is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
-            result
+            place(&path, &dest, || {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                std::io::Write::write_all(&mut f, &bytes)?;
+                Ok(f)
+            })
         })
         .await
     }
