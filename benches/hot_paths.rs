@@ -42,7 +42,7 @@ fn app(upstream: &str, dir: &std::path::Path, memory_item_cap: u64) -> axum::Rou
     )
     .expect("bench config");
     let app =
-        cratedock::app::App::with_meta(config, Arc::new(cratedock::store::MemoryMeta::default()))
+        cratedock::app::App::with_book(config, Arc::new(cratedock::store::MemoryBook::default()))
             .expect("app");
     cratedock::http::router(app)
 }
@@ -130,9 +130,12 @@ fn hot_paths(c: &mut Criterion) {
 /// request does), and inserts of 100 KB values into a full 64 MiB tier (each one evicts).
 fn memory_tier(c: &mut Criterion) {
     use cratedock::names::{CrateName, RegistryName, Version};
-    use cratedock::store::{MemKey, MemValue, MemoryTier};
+    use cratedock::store::{BlobKey, CrateKey, FsBlobStore, MemoryTier};
 
-    let tier = MemoryTier::new(64 * 1024 * 1024, 2 * 1024 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let below = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+    let tier = MemoryTier::new(below, 64 * 1024 * 1024, 2 * 1024 * 1024);
+    let key = |r: &RegistryName, n: &CrateName, v: &Version| BlobKey::Crate(CrateKey::new(r, n, v));
     let registry = RegistryName::new("crates-io").unwrap();
     let version = Version::new("1.0.0").unwrap();
     let names: Vec<CrateName> = (0..10_000)
@@ -140,10 +143,7 @@ fn memory_tier(c: &mut Criterion) {
         .collect();
     let small = bytes::Bytes::from(vec![7u8; 4096]);
     for n in &names {
-        tier.insert(
-            MemKey::krate(&registry, n, &version),
-            MemValue::Crate(small.clone()),
-        );
+        tier.remember(key(&registry, n, &version), small.clone());
     }
     let mut g = c.benchmark_group("memory_tier");
     g.measurement_time(Duration::from_secs(3))
@@ -152,12 +152,12 @@ fn memory_tier(c: &mut Criterion) {
     g.bench_function("get_hit_10k_entries", |b| {
         b.iter(|| {
             i = (i + 7919) % names.len();
-            tier.get(&MemKey::krate(&registry, &names[i], &version))
+            tier.cached(&key(&registry, &names[i], &version))
         })
     });
     let absent = CrateName::new("not-cached").unwrap();
     g.bench_function("get_miss", |b| {
-        b.iter(|| tier.get(&MemKey::krate(&registry, &absent, &version)))
+        b.iter(|| tier.cached(&key(&registry, &absent, &version)))
     });
     let big = bytes::Bytes::from(vec![1u8; 100 * 1024]);
     let mut n = 0u64;
@@ -165,10 +165,7 @@ fn memory_tier(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let name = CrateName::new(&format!("churn-{n}")).unwrap();
-            tier.insert(
-                MemKey::krate(&registry, &name, &version),
-                MemValue::Crate(big.clone()),
-            )
+            tier.remember(key(&registry, &name, &version), big.clone())
         })
     });
     g.finish();

@@ -1,52 +1,56 @@
 //! The `App` value: it owns the stores, caches, upstream clients and metrics, and hands them
-//! down. Nothing in cratedock is global; tests and benches build the same `App`.
+//! down. Nothing in cratedock is global; tests and benches build the same `App` with other
+//! parts (an in-memory bookkeeping, say).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
+use crate::mirror::{Mirror, MirrorParts};
 use crate::names::RegistryName;
-use crate::proxy::{Mirror, MirrorParts};
-use crate::store::{DiskStore, MemoryTier, MetaStore, SledMeta};
-use crate::upstream::{Upstream, system_roots};
+use crate::net::Readiness;
+use crate::store::{BlobStore, CacheBook, CachedBook, FsBlobStore, MemoryTier, SledBook};
+use crate::upstream::{HttpUpstream, system_roots};
 
 pub struct App {
     pub config: Config,
     pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
     mirrors: BTreeMap<String, Arc<Mirror>>,
-    memory: MemoryTier,
-    meta: Arc<dyn MetaStore>,
-    ready: AtomicBool,
+    blobs: MemoryTier,
+    book: Arc<CachedBook>,
 }
 
 impl App {
-    /// Opens the data folder (sled metadata in `meta/`) and builds every registry.
+    /// Opens the data folder (bookkeeping in sled under `meta/`, blobs in files) and builds
+    /// every registry.
     pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         let dir = &config.storage.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-        let meta = SledMeta::open(&dir.join("meta"))?;
-        Self::with_meta(config, Arc::new(meta))
+        let book = SledBook::open(&dir.join("meta"))?;
+        Self::with_book(config, Arc::new(book))
     }
 
-    /// Builds the app over a given metadata store (tests and benches use the in-memory one).
-    pub fn with_meta(config: Config, meta: Arc<dyn MetaStore>) -> anyhow::Result<Arc<Self>> {
-        let disk = Arc::new(DiskStore::open(&config.storage.data_dir).with_context(|| {
-            format!(
-                "cannot use the data folder {}",
-                config.storage.data_dir.display()
-            )
-        })?);
+    /// Builds the app over a given bookkeeping (tests and benches use the in-memory one).
+    pub fn with_book(config: Config, book: Arc<dyn CacheBook>) -> anyhow::Result<Arc<Self>> {
+        let dir = &config.storage.data_dir;
+        let fs: Arc<dyn BlobStore> = Arc::new(
+            FsBlobStore::open(dir)
+                .with_context(|| format!("cannot use the data folder {}", dir.display()))?,
+        );
         let metrics = Arc::new(Metrics::new());
-        let memory = MemoryTier::new(
+        let blobs = MemoryTier::new(
+            fs,
             config.cache.memory_max_bytes,
             config.cache.memory_max_item_bytes,
         );
+        // Records are remembered beside the bytes, in up to an eighth as much memory.
+        let book = Arc::new(CachedBook::new(book, config.cache.memory_max_bytes / 8));
         let needs_roots = config.registries.values().any(|r| {
             let RegistryConfig::Mirror(m) = r;
             m.upstream.starts_with("https://") && m.system_roots
@@ -60,14 +64,13 @@ impl App {
         for (name, registry) in &config.registries {
             let RegistryConfig::Mirror(cfg) = registry;
             let name = RegistryName::new(name)?;
-            let upstream = Upstream::new(&name, cfg, &roots, metrics.clone())?;
+            let upstream = HttpUpstream::new(&name, cfg, &roots, metrics.clone())?;
             let mirror = Mirror::new(MirrorParts {
                 name: name.clone(),
                 cfg: cfg.clone(),
-                upstream,
-                disk: disk.clone(),
-                meta: meta.clone(),
-                memory: memory.clone(),
+                upstream: Arc::new(upstream),
+                blobs: blobs.clone(),
+                book: book.clone(),
                 metrics: metrics.clone(),
                 coalesce_wait: Duration::from_millis(config.cache.coalesce_wait_ms),
                 max_crate_bytes: config.cache.max_crate_bytes,
@@ -77,11 +80,24 @@ impl App {
         Ok(Arc::new(Self {
             config,
             metrics,
+            readiness: Arc::default(),
             mirrors,
-            memory,
-            meta,
-            ready: AtomicBool::new(false),
+            blobs,
+            book,
         }))
+    }
+
+    /// Builds every registry's upstream client, to check a configuration without opening its
+    /// data folder (`cratedock config check`).
+    pub fn check_upstreams(config: &Config) -> anyhow::Result<()> {
+        let roots = rustls::RootCertStore::empty();
+        let metrics = Arc::new(Metrics::new());
+        for (name, registry) in &config.registries {
+            let RegistryConfig::Mirror(m) = registry;
+            let name = RegistryName::new(name)?;
+            HttpUpstream::new(&name, m, &roots, metrics.clone())?;
+        }
+        Ok(())
     }
 
     pub fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
@@ -92,18 +108,10 @@ impl App {
         self.mirrors.keys().map(String::as_str)
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
     /// Brings the cache-size gauges up to date (called when metrics are scraped).
     pub fn update_gauges(&self) {
         let m = &self.metrics;
-        let (entries, bytes) = self.memory.usage();
+        let (entries, bytes) = self.blobs.usage();
         m.cache_entries
             .with_label_values(&["memory", "all"])
             .set(entries as i64);
@@ -118,7 +126,7 @@ impl App {
                     .set(n as i64);
             }
         }
-        let t = self.meta.totals();
+        let t = self.book.totals();
         for (kind, files, size) in [
             ("index", t.index_files, t.index_bytes),
             ("crate", t.crate_files, t.crate_bytes),
@@ -132,8 +140,9 @@ impl App {
         }
     }
 
-    /// Waits until no mirror has a fetch or a disk write under way (at shutdown, after the
-    /// connections drained), or `deadline` passes.
+    /// Waits until no mirror has a fetch or a store write under way (at shutdown, after the
+    /// connections drained: answers may have gone out before their files were stored), or
+    /// `deadline` passes.
     pub async fn settle(&self, deadline: tokio::time::Instant) {
         while self
             .mirrors
@@ -144,13 +153,13 @@ impl App {
                 tracing::warn!("grace period over; fetches still under way are abandoned");
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// Writes the metadata store to disk (at shutdown).
-    pub fn flush(&self) -> anyhow::Result<()> {
-        self.meta.flush()?;
+    /// Makes the bookkeeping durable (at shutdown).
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.book.flush().await?;
         Ok(())
     }
 }

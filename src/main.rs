@@ -85,15 +85,9 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(Some(file), &CliOverrides::default())?;
     if let Some(tls) = &config.server.tls {
         let metrics = std::sync::Arc::new(cratedock::metrics::Metrics::new());
-        cratedock::tls::TlsServer::new(tls, metrics).context("server.tls")?;
+        cratedock::net::TlsServer::new(tls, metrics).context("server.tls")?;
     }
-    let roots = rustls::RootCertStore::empty();
-    for (name, registry) in &config.registries {
-        let cratedock::config::RegistryConfig::Mirror(m) = registry;
-        let name = cratedock::names::RegistryName::new(name)?;
-        let metrics = std::sync::Arc::new(cratedock::metrics::Metrics::new());
-        cratedock::upstream::Upstream::new(&name, m, &roots, metrics)?;
-    }
+    cratedock::app::App::check_upstreams(&config)?;
     println!(
         "{}: ok ({} registr{}: {})",
         file.display(),
@@ -117,7 +111,11 @@ fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Human => builder.init(),
@@ -146,7 +144,7 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let app = cratedock::app::App::open(config)?;
         let tls = match tls_config {
             Some(t) => {
-                let server = cratedock::tls::TlsServer::new(&t, app.metrics.clone())
+                let server = cratedock::net::TlsServer::new(&t, app.metrics.clone())
                     .context("server.tls")?;
                 let listener =
                     tokio::net::TcpListener::bind(t.listen)
@@ -161,8 +159,19 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let plain = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let listeners = cratedock::server::Listeners { plain, tls };
-        cratedock::server::serve(app, listeners, cratedock::server::shutdown_signal()).await
+        let listeners = cratedock::net::Listeners { plain, tls };
+        tracing::info!(registries = ?app.registry_names().collect::<Vec<_>>(), "serving");
+        let serving = cratedock::net::Serving {
+            router: cratedock::http::router(app.clone()),
+            server: app.config.server.clone(),
+            metrics: app.metrics.clone(),
+            readiness: app.readiness.clone(),
+        };
+        let deadline =
+            cratedock::net::serve(serving, listeners, cratedock::net::shutdown_signal()).await?;
+        // Answers may have gone out before their files were stored: let those writes end.
+        app.settle(deadline).await;
+        app.flush().await
     })
 }
 
@@ -176,7 +185,7 @@ fn health(url: &str) -> anyhow::Result<()> {
             .tls_backend_preconfigured(
                 rustls::ClientConfig::builder_with_provider(cratedock::crypto_provider())
                     .with_safe_default_protocol_versions()?
-                    .with_root_certificates(cratedock::upstream::system_roots())
+                    .with_root_certificates(cratedock::system_roots())
                     .with_no_client_auth(),
             )
             .build()?;

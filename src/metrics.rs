@@ -29,8 +29,14 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// Upstream request latency, by registry and kind.
     pub upstream_seconds: HistogramVec,
+    /// Retries of upstream requests, by registry and kind.
+    pub upstream_retries: IntCounterVec,
     /// Crate files from upstream whose SHA-256 did not match the index, by registry.
     pub checksum_failures: IntCounterVec,
+    /// Bookkeeping records that could not be read (treated as misses), by registry.
+    pub unreadable_records: IntCounterVec,
+    /// Files answered from memory that could not be stored afterwards, by registry.
+    pub store_failures: IntCounterVec,
     /// Requests that waited for another request's upstream fetch instead of making their own.
     pub coalesced_waiters: IntCounterVec,
     /// Files held in each tier, by tier (memory, disk) and kind (index, crate, all).
@@ -111,6 +117,21 @@ impl Metrics {
                 "upstream_request_duration_seconds",
                 "Upstream request latency, by registry and kind.",
                 &["registry", "kind"],
+            ),
+            upstream_retries: counter(
+                "upstream_retries_total",
+                "Retries of upstream requests, by registry and kind.",
+                &["registry", "kind"],
+            ),
+            unreadable_records: counter(
+                "unreadable_records_total",
+                "Bookkeeping records that could not be read and were treated as misses, by registry.",
+                &["registry"],
+            ),
+            store_failures: counter(
+                "store_failures_total",
+                "Files answered from memory that could not be stored afterwards, by registry.",
+                &["registry"],
             ),
             checksum_failures: counter(
                 "checksum_failures_total",

@@ -1,5 +1,5 @@
-//! Validated names that arrive from the outside: registry names, crate names, versions and
-//! sparse-index paths.
+//! Validated names that arrive from the outside: registry names, crate names and versions
+//! (sparse-index paths are in [`crate::index`]).
 //!
 //! The rule this module keeps: a value of these types is valid by construction, so code below
 //! the HTTP edge never re-checks it and can build file paths from it without escaping.
@@ -29,7 +29,7 @@ pub enum NameError {
 }
 
 /// Shortens untrusted input before it is echoed back in an error message.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     const MAX: usize = 80;
     let mut out: String = s.chars().take(MAX).flat_map(char::escape_default).collect();
     if s.chars().count() > MAX {
@@ -109,31 +109,11 @@ impl CrateName {
     pub fn lower(&self) -> CrateName {
         CrateName(self.0.to_ascii_lowercase())
     }
-
-    /// The sparse-index path of this crate, computed from the lower-cased name (`se/rd/serde`).
-    pub fn index_path(&self) -> String {
-        let n = self.0.to_ascii_lowercase();
-        let mut out = prefix_of(&n);
-        out.push('/');
-        out.push_str(&n);
-        out
-    }
 }
 
 impl fmt::Display for CrateName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// The directory prefix of the sparse layout for `name`, in the name's own case (`{prefix}`).
-pub fn prefix_of(name: &str) -> String {
-    // Names are ASCII (checked by `CrateName::new`), so byte slicing is on char boundaries.
-    match name.len() {
-        1 => "1".to_owned(),
-        2 => "2".to_owned(),
-        3 => format!("3/{}", &name[..1]),
-        _ => format!("{}/{}", &name[..2], &name[2..4]),
     }
 }
 
@@ -169,81 +149,9 @@ impl fmt::Display for Version {
     }
 }
 
-/// What a request below `/{registry}/index/` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexRequest {
-    /// `config.json`
-    Config,
-    /// The index file of one crate; the name is lower-case.
-    File(CrateName),
-}
-
-impl IndexRequest {
-    /// Parses the path below the index root. Cargo always requests lower-case paths; anything
-    /// else, a prefix that does not match the name, or extra segments, is refused.
-    pub fn parse(path: &str) -> Result<Self, NameError> {
-        if path == "config.json" {
-            return Ok(Self::Config);
-        }
-        let bad = || NameError::IndexPath(shown(path));
-        let (prefix, name) = path.rsplit_once('/').ok_or_else(bad)?;
-        let name = CrateName::new(name)?;
-        if name.as_str().bytes().any(|b| b.is_ascii_uppercase())
-            || prefix_of(name.as_str()) != prefix
-        {
-            return Err(bad());
-        }
-        Ok(Self::File(name))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn index_paths_follow_the_sparse_layout() {
-        for (name, path) in [
-            ("a", "1/a"),
-            ("ab", "2/ab"),
-            ("syn", "3/s/syn"),
-            ("serde", "se/rd/serde"),
-            ("MyCrate", "my/cr/mycrate"),
-        ] {
-            assert_eq!(CrateName::new(name).unwrap().index_path(), path);
-        }
-        assert_eq!(prefix_of("aBcDe"), "aB/cD");
-    }
-
-    #[test]
-    fn index_requests_are_parsed_and_checked() {
-        assert_eq!(
-            IndexRequest::parse("config.json").unwrap(),
-            IndexRequest::Config
-        );
-        assert_eq!(
-            IndexRequest::parse("se/rd/serde").unwrap(),
-            IndexRequest::File(CrateName::new("serde").unwrap())
-        );
-        assert_eq!(
-            IndexRequest::parse("3/s/syn").unwrap(),
-            IndexRequest::File(CrateName::new("syn").unwrap())
-        );
-        for bad in [
-            "serde",
-            "se/rd/Serde",
-            "xx/rd/serde",
-            "se/rd/../serde",
-            "../../etc/passwd",
-            "3/s/s/syn",
-            "1/ab",
-            "se/rd/ser\0de",
-            "",
-            "/",
-        ] {
-            assert!(IndexRequest::parse(bad).is_err(), "{bad:?} was accepted");
-        }
-    }
 
     #[test]
     fn crate_names_are_restricted() {

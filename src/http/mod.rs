@@ -1,11 +1,11 @@
-//! HTTP: the route table, handlers, cargo-shaped errors and the observing middleware.
+//! HTTP: the one route table, thin handlers, cargo-shaped errors and the observing middleware.
 //!
 //! The rule this module keeps: handlers are thin (parse into validated types, call the domain,
-//! map the result), every error leaves as `{"errors":[{"detail":...}]}`, and nothing below this
-//! module knows the web framework.
+//! map the result), every error leaves as `{"errors":[{"detail":...}]}` through [`ApiError`],
+//! and this is the only part of cratedock that knows the web framework.
 
+mod cargo;
 mod error;
-mod mirror;
 mod observe;
 mod ops;
 
@@ -20,21 +20,24 @@ use crate::app::App;
 
 /// Every route of cratedock, grouped by who calls it.
 pub fn router(app: Arc<App>) -> Router {
-    // Routes cargo uses.
+    // Routes cargo uses: the sparse index and downloads.
     let cargo = Router::new()
-        .route("/{registry}/index/config.json", get(mirror::config_json))
-        .route("/{registry}/index/{*path}", get(mirror::index_file))
+        .route("/{registry}/index/config.json", get(cargo::config_json))
+        .route("/{registry}/index/{*path}", get(cargo::index_file))
         .route(
             "/{registry}/api/v1/crates/{name}/{version}/download",
-            get(mirror::download),
-        )
-        .route("/{registry}/api/v1/{*rest}", any(mirror::api_unsupported));
+            get(cargo::download),
+        );
+    // The registry Web API (publish, yank, owners, search): not on mirrors.
+    let registry_api =
+        Router::new().route("/{registry}/api/v1/{*rest}", any(cargo::api_unsupported));
     // Operations.
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready));
     cargo
+        .merge(registry_api)
         .merge(ops)
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)

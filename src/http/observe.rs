@@ -1,4 +1,7 @@
-//! The middleware around every request: request id, tracing span, metrics by matched route.
+//! The middleware around every request: request id, tracing span, metrics by matched route,
+//! and the one log line of a failed request (with the cause [`ApiError`] carried to it).
+//!
+//! [`ApiError`]: super::ApiError
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +13,9 @@ use axum::response::Response;
 use http::HeaderValue;
 use tracing::Instrument;
 
+use super::error::ErrorCause;
 use crate::app::App;
-use crate::server::ConnInfo;
+use crate::net::ConnInfo;
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -69,11 +73,17 @@ pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {
-        tracing::debug!(
-            status = status.as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "served"
-        );
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match resp.extensions_mut().remove::<ErrorCause>() {
+            // Logged once, here, where the request ends.
+            Some(ErrorCause(cause)) if status.is_server_error() => {
+                tracing::warn!(status = status.as_u16(), elapsed_us, cause = %cause, "request failed");
+            }
+            Some(ErrorCause(cause)) => {
+                tracing::debug!(status = status.as_u16(), elapsed_us, cause = %cause, "request refused");
+            }
+            None => tracing::debug!(status = status.as_u16(), elapsed_us, "served"),
+        }
     });
     resp.headers_mut().insert(REQUEST_ID, id);
     resp

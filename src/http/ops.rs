@@ -25,7 +25,7 @@ pub async fn live() -> &'static str {
 
 /// Ready to take traffic: started, and not shutting down.
 pub async fn ready(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
-    if app.is_ready() {
+    if app.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

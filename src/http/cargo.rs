@@ -1,4 +1,4 @@
-//! Handlers of the routes cargo uses on a mirror registry.
+//! Handlers of the routes cargo uses on a registry: `config.json`, index files, downloads.
 
 use std::sync::Arc;
 
@@ -9,10 +9,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::ApiError;
 use crate::app::App;
-use crate::names::{CrateName, IndexRequest, Version};
-use crate::proxy::{CrateBody, Lookup, Mirror};
-use crate::server::ConnInfo;
-use crate::store::IndexEntry;
+use crate::index::{IndexRequest, served_config};
+use crate::mirror::{CrateBody, IndexEntry, Lookup, Mirror};
+use crate::names::{CrateName, Version};
+use crate::net::ConnInfo;
+use crate::store::now_ms;
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
@@ -40,11 +41,7 @@ pub async fn config_json(
             format!("{scheme}://{}", request_authority(&req)?)
         }
     };
-    let body = serde_json::json!({
-        "dl": format!("{base}/{}/api/v1/crates", mirror.name()),
-        "api": format!("{base}/{}", mirror.name()),
-    })
-    .to_string();
+    let body = served_config(&base, mirror.name().as_str());
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -68,15 +65,11 @@ fn request_authority(req: &Request) -> Result<String, ApiError> {
                 .map(str::to_owned)
         })
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "the request has no Host header; set server.public_url",
-            )
+            ApiError::bad_request("the request has no Host header; set server.public_url")
         })?;
     match authority.parse::<http::uri::Authority>() {
         Ok(a) if !a.as_str().contains('@') => Ok(a.as_str().to_owned()),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+        _ => Err(ApiError::bad_request(
             "the Host header is not a valid host[:port]",
         )),
     }
@@ -103,14 +96,18 @@ pub async fn index_file(
 }
 
 fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
-    let now = crate::store::to_ms(std::time::SystemTime::now());
-    let max_age = entry.meta.fresh_until_ms.saturating_sub(now) / 1000;
+    let max_age = entry.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
     let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .expect("digits are a valid header value");
-    if if_none_match(headers, &entry.etag) {
+    // cratedock's ETag is hex digits in quotes; a record that holds anything else goes out
+    // without one.
+    let etag = HeaderValue::from_str(&entry.record.etag).ok();
+    if let Some(etag) = &etag
+        && if_none_match(headers, etag)
+    {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         let h = resp.headers_mut();
-        h.insert(header::ETAG, entry.etag.clone());
+        h.insert(header::ETAG, etag.clone());
         h.insert(header::CACHE_CONTROL, cache_control);
         return resp;
     }
@@ -121,7 +118,9 @@ fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Respons
     let mut resp = Response::new(Body::from(entry.body.clone()));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
-    h.insert(header::ETAG, entry.etag.clone());
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, etag);
+    }
     h.insert(header::CACHE_CONTROL, cache_control);
     resp
 }
@@ -164,13 +163,7 @@ pub async fn download(
             let len = bytes.len() as u64;
             (Body::from(bytes), Some(len))
         }
-        CrateBody::File { file, len } => (
-            Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            )),
-            Some(len),
-        ),
+        CrateBody::Stored { len, body } => (Body::from_stream(body), Some(len)),
         // Without an announced length it goes out chunked.
         CrateBody::Streaming(s) => (Body::from_stream(s.body), s.len),
     };

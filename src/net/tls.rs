@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ClientAuth, PrincipalRule, TlsConfig};
 use crate::metrics::Metrics;
+
+use super::pem::{PemError, read_certs, read_key};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -27,32 +28,10 @@ fn err(msg: String) -> TlsError {
     TlsError(msg)
 }
 
-/// Reads every certificate of a PEM file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    std::fs::metadata(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            err(format!(
-                "{} is not a readable PEM certificate file: {e}",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(err(format!("{} holds no PEM certificate", path.display())));
+impl From<PemError> for TlsError {
+    fn from(e: PemError) -> Self {
+        TlsError(e.to_string())
     }
-    Ok(certs)
-}
-
-/// Reads the private key of a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    std::fs::metadata(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        err(format!(
-            "{} holds no readable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
-            path.display()
-        ))
-    })
 }
 
 /// When the leaf certificate stops being valid, as seconds since the epoch; an error when it

@@ -127,10 +127,6 @@ where
         self.inflight.lock().expect("coalescer lock").len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether a flight for `key` is under way.
     pub fn is_running(&self, key: &K) -> bool {
         self.inflight

@@ -1,11 +1,18 @@
-//! The listeners: plain HTTP and HTTPS side by side, HTTP/1.1 and HTTP/2 on both (ALPN on
-//! HTTPS; prior knowledge or the `Upgrade: h2c` handshake on plain, see [`crate::h2c`]),
-//! `TCP_NODELAY` on every accepted socket, and a graceful shutdown shared by both.
+//! Transport: the listeners, plain HTTP and HTTPS side by side, HTTP/1.1 and HTTP/2 on both
+//! (ALPN on HTTPS; prior knowledge or the `Upgrade: h2c` handshake on plain, see [`h2c`]),
+//! `TCP_NODELAY` on every accepted socket, TLS termination ([`tls`]), PEM files ([`pem`]) and a
+//! graceful shutdown shared by both listeners.
 //!
-//! The rule this module keeps: every connection is served the same router with a
-//! [`ConnInfo`] in each request, so every route gets TLS and client identity for free; on
-//! shutdown it stops accepting at once, reports not-ready, lets in-flight requests finish
-//! within the grace period, then flushes the metadata store.
+//! The rule this module keeps: it knows connections, not routes. Every connection is served
+//! the router it is handed, with a [`ConnInfo`] in each request, so every route gets TLS and
+//! client identity for free; on shutdown it stops accepting at once, reports not-ready, and
+//! lets in-flight requests finish within the grace period.
+
+mod h2c;
+pub mod pem;
+mod tls;
+
+pub use tls::{TlsError, TlsServer};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,9 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::app::App;
-use crate::h2c::{self, Opening};
-use crate::tls::TlsServer;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use h2c::Opening;
 
 /// What the listener knows about a connection; every request on it carries a copy.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +42,28 @@ pub struct ConnInfo {
 pub struct Listeners {
     pub plain: TcpListener,
     pub tls: Option<(TcpListener, Arc<TlsServer>)>,
+}
+
+/// Whether the server takes traffic: set once listening, cleared when shutdown begins.
+#[derive(Debug, Default)]
+pub struct Readiness(std::sync::atomic::AtomicBool);
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What [`serve`] needs besides its listeners.
+pub struct Serving {
+    pub router: axum::Router,
+    pub server: ServerConfig,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 type Builder = Arc<auto::Builder<TokioExecutor>>;
@@ -78,14 +107,21 @@ async fn serve_connection<I>(
     }
 }
 
-/// Serves `app` on the listeners until `shutdown` completes.
+/// Serves `router` on the listeners until `shutdown` completes and the connections drained
+/// (or the grace period ran out). Returns the end of the grace period, for the caller's own
+/// clean-up.
 pub async fn serve(
-    app: Arc<App>,
+    serving: Serving,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let router = crate::http::router(app.clone());
-    let server_cfg = &app.config.server;
+) -> anyhow::Result<tokio::time::Instant> {
+    let Serving {
+        router,
+        server: server_cfg,
+        metrics,
+        readiness,
+    } = serving;
+    let server_cfg = Arc::new(server_cfg);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -108,12 +144,8 @@ pub async fn serve(
         tokio::spawn(server.clone().watch(stop_rx.clone()));
         tracing::info!(addr = %listener.local_addr()?, "listening (HTTPS)");
     }
-    app.set_ready(true);
-    tracing::info!(
-        addr = %plain.local_addr()?,
-        registries = ?app.registry_names().collect::<Vec<_>>(),
-        "listening (HTTP)"
-    );
+    readiness.set(true);
+    tracing::info!(addr = %plain.local_addr()?, "listening (HTTP)");
 
     tokio::pin!(shutdown);
     loop {
@@ -136,16 +168,16 @@ pub async fn serve(
                     tokio::spawn(serve_connection(stream, info, router, builder, watcher, permit));
                     continue;
                 }
-                let app = app.clone();
+                let metrics = metrics.clone();
+                let read_timeout = Duration::from_millis(server_cfg.header_read_timeout_ms);
                 tokio::spawn(async move {
-                    let read_timeout = Duration::from_millis(app.config.server.header_read_timeout_ms);
                     match tokio::time::timeout(read_timeout, h2c::open(stream)).await {
                         Ok(Ok((stream, opening))) => {
                             let opening = match opening {
                                 Opening::Upgraded => "h2c-upgrade",
                                 Opening::AsItCame => "as-is",
                             };
-                            app.metrics.plain_connections.with_label_values(&[opening]).inc();
+                            metrics.plain_connections.with_label_values(&[opening]).inc();
                             serve_connection(stream, info, router, builder, watcher, permit).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "connection failed while opening"),
@@ -173,8 +205,8 @@ pub async fn serve(
     drop(plain);
     drop(tls);
     let _ = stop_tx.send(true);
-    app.set_ready(false);
-    let grace = Duration::from_millis(app.config.server.shutdown_grace_ms);
+    readiness.set(false);
+    let grace = Duration::from_millis(server_cfg.shutdown_grace_ms);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining connections"
@@ -184,10 +216,7 @@ pub async fn serve(
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
-    // Answers may have gone out before their files reached the disk: let those writes end.
-    app.settle(deadline).await;
-    app.flush()?;
-    Ok(())
+    Ok(deadline)
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -1,16 +1,15 @@
 //! A crate download in flight, shared by every request for that file: each request streams
 //! the bytes behind the download, from the first byte, while the rest is still coming from the
 //! upstream (a tee of the store and the clients). A file small enough for the memory tier is
-//! followed in memory, in the chunks it arrived in (no copy, no disk round trip before the
-//! answer); a larger one is written to its temp file as it arrives and readers read that file,
-//! so memory stays flat whatever the size.
+//! followed in memory, in the chunks it arrived in (no copy, no store round trip before the
+//! answer); a larger one is written to its temporary blob as it arrives and readers read that
+//! blob, so memory stays flat whatever the size.
 //!
 //! The rule this module keeps: a reader never hands out the last byte of a file before its
 //! SHA-256 has been checked against the index. On a mismatch or a broken upstream, readers end
 //! with an error, so the client sees a cut-off transfer (and retries), never a complete wrong
 //! file.
 
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
@@ -18,16 +17,26 @@ use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::watch;
 
-/// Bytes a reader asks the file for at once.
+use crate::store::BlobReader;
+
+/// Bytes a reader asks the blob for at once.
 const READ_CHUNK: u64 = 256 * 1024;
 
 /// Where readers find the bytes.
-#[derive(Debug)]
 enum Source {
     /// The chunks as they arrived.
     Memory(Vec<Bytes>),
-    /// A read handle on the temp file.
-    File(Arc<File>),
+    /// A reader of the temporary blob.
+    Blob(Arc<dyn BlobReader>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Memory(chunks) => f.debug_tuple("Memory").field(&chunks.len()).finish(),
+            Source::Blob(_) => f.write_str("Blob"),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,20 +86,16 @@ impl Download {
         });
     }
 
-    /// The upstream answered with a file that readers follow through `file`, a read handle
-    /// on the temp file it is written to.
-    pub fn start_in_file(&self, file: File, len: Option<u64>) {
+    /// The upstream answered with a file that readers follow through `reader`, a reader of
+    /// the temporary blob it is written to.
+    pub fn start_in_blob(&self, reader: Arc<dyn BlobReader>, len: Option<u64>) {
         self.state.send_modify(|s| {
-            s.source = Some(Source::File(Arc::new(file)));
+            s.source = Some(Source::Blob(reader));
             s.len = len;
         });
     }
 
-    pub fn started(&self) -> bool {
-        self.state.borrow().source.is_some()
-    }
-
-    /// `chunk` arrived (and, for a file download, is in the file).
+    /// `chunk` arrived (and, for a blob download, is in the blob).
     pub fn append(&self, chunk: &Bytes) {
         if chunk.is_empty() {
             return;
@@ -175,7 +180,7 @@ struct Reader {
 
 enum Next {
     Bytes(Bytes),
-    Read(Arc<File>, usize),
+    Read(Arc<dyn BlobReader>, usize),
     End(Option<Result<(), String>>),
 }
 
@@ -206,20 +211,15 @@ impl Reader {
                         }
                         Next::Bytes(bytes)
                     }
-                    Some(Source::File(file)) => {
-                        Next::Read(file.clone(), want.min(READ_CHUNK) as usize)
+                    Some(Source::Blob(reader)) => {
+                        Next::Read(reader.clone(), want.min(READ_CHUNK) as usize)
                     }
                     None => Next::End(s.end.clone()),
                 }
             };
             let bytes = match next {
                 Next::Bytes(bytes) => bytes,
-                Next::Read(file, n) => {
-                    let offset = self.offset;
-                    tokio::task::spawn_blocking(move || read_at(&file, n, offset))
-                        .await
-                        .map_err(io::Error::other)??
-                }
+                Next::Read(reader, n) => reader.read_at(self.offset, n).await?,
                 Next::End(Some(Ok(()))) => return Ok(None),
                 Next::End(Some(Err(why))) => return Err(io::Error::other(why)),
                 Next::End(None) => {
@@ -235,33 +235,12 @@ impl Reader {
     }
 }
 
-fn read_at(file: &File, n: usize, offset: u64) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; n];
-    #[cfg(unix)]
-    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset)?;
-    #[cfg(windows)]
-    {
-        let mut done = 0;
-        while done < n {
-            let got = std::os::windows::fs::FileExt::seek_read(
-                file,
-                &mut buf[done..],
-                offset + done as u64,
-            )?;
-            if got == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            done += got;
-        }
-    }
-    Ok(Bytes::from(buf))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::time::Duration;
+
+    use crate::store::{BlobStore, FsBlobStore};
 
     async fn collect(mut s: Streamed) -> (Vec<u8>, Option<io::Error>) {
         let mut out = Vec::new();
@@ -274,30 +253,31 @@ mod tests {
         (out, None)
     }
 
-    /// A writer that appends `parts` (to a temp file, or in memory), announcing each, then
-    /// ends with `end`.
-    fn write(
+    /// A writer that appends `parts` (to a temporary blob, or in memory), announcing each,
+    /// then ends with `end`.
+    async fn write(
         d: Arc<Download>,
         parts: Vec<Vec<u8>>,
         in_file: bool,
         end: Result<(), String>,
     ) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let mut w = File::create(&path).unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let mut tmp = store.temp().await.unwrap();
         let len = Some(parts.iter().map(|p| p.len() as u64).sum());
         if in_file {
-            d.start_in_file(File::open(&path).unwrap(), len);
+            d.start_in_blob(tmp.reader().unwrap(), len);
         } else {
             d.start_in_memory(len);
         }
         tokio::spawn(async move {
             for p in parts {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+                let p = Bytes::from(p);
                 if in_file {
-                    w.write_all(&p).unwrap();
+                    tmp.append(&p).await.unwrap();
                 }
-                d.append(&Bytes::from(p));
+                d.append(&p);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
             match end {
@@ -312,14 +292,13 @@ mod tests {
     async fn readers_follow_the_writer_and_finish_at_the_verified_end() {
         for in_file in [false, true] {
             let d = Arc::new(Download::default());
-            assert!(!d.started());
             let early = {
                 let d = d.clone();
                 tokio::spawn(async move { collect(d.reader().await.unwrap()).await })
             };
             let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 300_000]).collect();
             let whole = parts.concat();
-            let _dir = write(d.clone(), parts, in_file, Ok(()));
+            let _dir = write(d.clone(), parts, in_file, Ok(())).await;
             let late = collect(d.reader().await.unwrap()).await;
             let early = early.await.unwrap();
             for (got, err) in [early, late] {
@@ -334,7 +313,7 @@ mod tests {
         for in_file in [false, true] {
             let d = Arc::new(Download::default());
             let parts = vec![b"abc".to_vec(), b"def".to_vec()];
-            let _dir = write(d.clone(), parts, in_file, Err("checksum".into()));
+            let _dir = write(d.clone(), parts, in_file, Err("checksum".into())).await;
             let (got, err) = collect(d.reader().await.unwrap()).await;
             assert_eq!(got, b"abcde", "all but the last byte (in file: {in_file})");
             assert_eq!(err.unwrap().to_string(), "checksum");
@@ -346,9 +325,12 @@ mod tests {
         let d = Arc::new(Download::default());
         let guard = d.guard();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"xyz").unwrap();
-        d.start_in_file(File::open(dir.path().join("f")).unwrap(), None);
-        d.append(&Bytes::from_static(b"xyz"));
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let mut tmp = store.temp().await.unwrap();
+        let xyz = Bytes::from_static(b"xyz");
+        tmp.append(&xyz).await.unwrap();
+        d.start_in_blob(tmp.reader().unwrap(), None);
+        d.append(&xyz);
         let reader = tokio::spawn({
             let d = d.clone();
             async move { collect(d.reader().await.unwrap()).await }

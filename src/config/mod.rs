@@ -1,0 +1,416 @@
+//! Configuration: the typed keys and their defaults ([`merge`] layers them, [`validate`] checks
+//! what types cannot).
+//!
+//! The rule this module keeps: `defaults < file < environment < command line`, merged by the
+//! pure function [`Config::merge`] that tests call directly. Unknown keys are errors that name
+//! the key; `config/default.toml` documents every key and is the embedded default.
+
+mod merge;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration; it documents every key.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of environment variables that override keys: `CRATEDOCK__SECTION__KEY`.
+pub const ENV_PREFIX: &str = "CRATEDOCK__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub cache: CacheConfig,
+    pub log: LogConfig,
+    /// Registries by name; the name is the first path segment of their routes.
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Base URL clients reach cratedock at; empty means `http://` plus the request's Host.
+    pub public_url: String,
+    pub shutdown_grace_ms: u64,
+    /// Open connections at most (plain and HTTPS together); beyond it, accepting waits.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time, or the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// Upgrade plain connections to HTTP/2 when the first request asks (`Upgrade: h2c`).
+    pub h2c_upgrade: bool,
+    /// The HTTPS listener, beside the plain one; absent means no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// PEM: the server certificate first, then the intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA or Ed25519).
+    pub key_file: PathBuf,
+    #[serde(default = "d::client_auth")]
+    pub client_auth: ClientAuth,
+    /// PEM: the CA(s) that issue client certificates; needed unless `client_auth` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    #[serde(default = "d::reload_interval_ms")]
+    pub reload_interval_ms: u64,
+    #[serde(default = "d::handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Verified client certificates that map to a principal, first match wins.
+    #[serde(default)]
+    pub principals: Vec<PrincipalRule>,
+}
+
+/// Maps a verified client certificate to a principal by its subject CN or one of its SANs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalRule {
+    pub principal: String,
+    /// The subject's common name, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_cn: Option<String>,
+    /// A DNS, URI or e-mail SAN, exactly; `*.example.com` matches DNS names below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub san: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub memory_max_bytes: u64,
+    pub memory_max_item_bytes: u64,
+    pub max_crate_bytes: u64,
+    pub coalesce_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RegistryConfig {
+    Mirror(MirrorConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// Sparse index URL of the upstream, ending in `/` (without the `sparse+` prefix).
+    pub upstream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Trust the system's roots (plus `ca_bundle`); `false` trusts `ca_bundle` alone.
+    #[serde(default = "d::system_roots")]
+    pub system_roots: bool,
+    /// PEM client certificate chain and key presented to the upstream (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    #[serde(default = "d::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "d::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "d::download_timeout_ms")]
+    pub download_timeout_ms: u64,
+    #[serde(default = "d::retries")]
+    pub retries: u32,
+    #[serde(default = "d::index_ttl_ms")]
+    pub index_ttl_ms: u64,
+    #[serde(default = "d::stale_while_revalidate_ms")]
+    pub stale_while_revalidate_ms: u64,
+    #[serde(default = "d::stale_if_error_max_age_ms")]
+    pub stale_if_error_max_age_ms: u64,
+    #[serde(default = "d::revalidate_wait_ms")]
+    pub revalidate_wait_ms: u64,
+    #[serde(default = "d::negative_ttl_ms")]
+    pub negative_ttl_ms: u64,
+}
+
+/// Defaults of the mirror keys (serde needs functions).
+mod d {
+    use super::ClientAuth;
+
+    pub fn client_auth() -> ClientAuth {
+        ClientAuth::Off
+    }
+    pub fn reload_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn handshake_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn system_roots() -> bool {
+        true
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn download_timeout_ms() -> u64 {
+        300_000
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn index_ttl_ms() -> u64 {
+        60_000
+    }
+    pub fn stale_while_revalidate_ms() -> u64 {
+        60_000
+    }
+    pub fn stale_if_error_max_age_ms() -> u64 {
+        7 * 24 * 3600 * 1000
+    }
+    pub fn revalidate_wait_ms() -> u64 {
+        5_000
+    }
+    pub fn negative_ttl_ms() -> u64 {
+        30_000
+    }
+}
+
+impl MirrorConfig {
+    pub fn new(upstream: &str) -> Self {
+        Self {
+            upstream: upstream.to_owned(),
+            token: None,
+            ca_bundle: None,
+            system_roots: d::system_roots(),
+            client_cert_file: None,
+            client_key_file: None,
+            connect_timeout_ms: d::connect_timeout_ms(),
+            request_timeout_ms: d::request_timeout_ms(),
+            download_timeout_ms: d::download_timeout_ms(),
+            retries: d::retries(),
+            index_ttl_ms: d::index_ttl_ms(),
+            stale_while_revalidate_ms: d::stale_while_revalidate_ms(),
+            stale_if_error_max_age_ms: d::stale_if_error_max_age_ms(),
+            revalidate_wait_ms: d::revalidate_wait_ms(),
+            negative_ttl_ms: d::negative_ttl_ms(),
+        }
+    }
+}
+
+/// A secret from the configuration (an upstream token). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            shutdown_grace_ms: 30_000,
+            max_connections: 10_000,
+            header_read_timeout_ms: 30_000,
+            h2c_upgrade: true,
+            tls: None,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./cratedock-data"),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_max_bytes: 64 * 1024 * 1024,
+            memory_max_item_bytes: 2 * 1024 * 1024,
+            max_crate_bytes: 256 * 1024 * 1024,
+            coalesce_wait_ms: 60_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut registries = BTreeMap::new();
+        registries.insert(
+            "crates-io".to_owned(),
+            RegistryConfig::Mirror(MirrorConfig::new("https://index.crates.io/")),
+        );
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            cache: CacheConfig::default(),
+            log: LogConfig::default(),
+            registries,
+        }
+    }
+}
+
+/// The few settings the command line can override.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The public base URL without a trailing slash, when one is configured.
+    pub fn public_url(&self) -> Option<&str> {
+        let u = self.server.public_url.trim_end_matches('/');
+        (!u.is_empty()).then_some(u)
+    }
+}
+
+impl Config {
+    /// The default configuration with every optional key set: the shape of every key, for
+    /// typing environment overrides and for checking that `config/default.toml` documents all.
+    pub(crate) fn with_every_key() -> Self {
+        let mut full = Config::default();
+        if let Some(RegistryConfig::Mirror(m)) = full.registries.get_mut("crates-io") {
+            m.token = Some(Secret::new("x"));
+            m.ca_bundle = Some("x".into());
+            m.client_cert_file = Some("x".into());
+            m.client_key_file = Some("x".into());
+        }
+        full.server.tls = Some(TlsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1)),
+            cert_file: "c".into(),
+            key_file: "k".into(),
+            client_auth: ClientAuth::Required,
+            client_ca_file: Some("ca".into()),
+            reload_interval_ms: 1,
+            handshake_timeout_ms: 1,
+            principals: vec![PrincipalRule {
+                principal: "p".into(),
+                subject_cn: Some("cn".into()),
+                san: Some("san".into()),
+            }],
+        });
+        full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_equals_code_defaults() {
+        let parsed =
+            Config::merge("default.toml", DEFAULT_TOML, &[], &CliOverrides::default()).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn default_toml_documents_every_key() {
+        // Every key the code knows (with optional keys filled in) appears in the file.
+        let full = Config::with_every_key();
+        let known = toml::Value::try_from(full).unwrap();
+        let documented = DEFAULT_TOML
+            .lines()
+            .map(|l| l.trim_start_matches(['#', ' ']))
+            .collect::<Vec<_>>()
+            .join("\n");
+        fn keys(v: &toml::Value, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        keys(&known, &mut all);
+        for k in all {
+            let as_key = format!("\n{k} =");
+            let as_table = format!("[{k}]");
+            let in_table = format!(".{k}]");
+            let parent_table = format!("[{k}.");
+            assert!(
+                documented.contains(&as_key)
+                    || documented.contains(&as_table)
+                    || documented.contains(&in_table)
+                    || documented.contains(&parent_table),
+                "key `{k}` is not documented in config/default.toml"
+            );
+        }
+    }
+}

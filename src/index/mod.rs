@@ -1,0 +1,13 @@
+//! The sparse index format: paths and prefixes, index lines, `config.json` and the `dl`
+//! template. Used by the mirror now and by the private registry next.
+//!
+//! The rule this module keeps: it is pure (no I/O, no HTTP types); what comes from the
+//! outside is checked here before anything is stored or served.
+
+mod config_json;
+mod lines;
+mod path;
+
+pub use config_json::{UpstreamConfig, download_url, served_config};
+pub use lines::{IndexLine, find_version, validate_body};
+pub use path::{IndexRequest, index_path, prefix_of};

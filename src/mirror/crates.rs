@@ -1,0 +1,326 @@
+//! Crate files of a mirror: served from memory or the blob store, else downloaded once,
+//! verified against the index's checksum while clients follow the download.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::coalesce::Done;
+use super::index::{Lookup, hex};
+use super::tee::{Download, Streamed};
+use super::{CrateFlight, Mirror, MirrorError, Record};
+use crate::index::{IndexLine, download_url, find_version};
+use crate::names::{CrateName, Version};
+use crate::store::{
+    Blob, BlobKey, BlobStore, BlobStream, CacheBook, CrateKey, CrateRecord, IndexKey, StoreError,
+    TempBlob, now_ms,
+};
+use crate::upstream::{CrateAnswer, Failure, UpstreamError};
+
+/// The bytes of a crate file: from memory, streamed from the blob store, or a download still
+/// arriving from the upstream.
+pub enum CrateBody {
+    Memory(Bytes),
+    Stored { len: u64, body: BlobStream },
+    Streaming(Streamed),
+}
+
+impl std::fmt::Debug for CrateBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CrateBody::Memory(b) => f.debug_tuple("Memory").field(&b.len()).finish(),
+            CrateBody::Stored { len, .. } => f.debug_struct("Stored").field("len", len).finish(),
+            CrateBody::Streaming(s) => f.debug_tuple("Streaming").field(s).finish(),
+        }
+    }
+}
+
+impl From<Blob> for CrateBody {
+    fn from(b: Blob) -> Self {
+        match b {
+            Blob::Bytes(bytes) => CrateBody::Memory(bytes),
+            Blob::Stream { len, body } => CrateBody::Stored { len, body },
+        }
+    }
+}
+
+/// How a download ended.
+enum Fetched {
+    /// Verified and held in memory; still to be stored.
+    InMemory(Bytes, CrateRecord),
+    /// Stored already (with its bytes when they are small enough for memory).
+    Stored(Option<Bytes>),
+}
+
+impl Mirror {
+    /// The `.crate` file of `name` at `version`.
+    pub async fn crate_file(
+        self: &Arc<Self>,
+        name: &CrateName,
+        version: &Version,
+    ) -> Result<CrateBody, MirrorError> {
+        let key = CrateKey::new(&self.name, name, version);
+        let blob = BlobKey::Crate(key.clone());
+        if let Some(bytes) = self.blobs.cached(&blob) {
+            self.metrics.cache("crate", "memory", "hit");
+            return Ok(CrateBody::Memory(bytes));
+        }
+        // The bookkeeping says whether the file is stored, without a trip to the disk for a
+        // miss.
+        if self.is_stored(&key).await? {
+            match self.blobs.open(&blob).await? {
+                Some(b) => {
+                    self.metrics.cache("crate", "disk", "hit");
+                    return Ok(b.into());
+                }
+                None => self.forget_lost_file(&key).await?,
+            }
+        }
+        if let Some(e) = self.bad_checksums.get(&key) {
+            return Err(e);
+        }
+        let this = Arc::clone(self);
+        let k = key.clone();
+        let (flight, download, leader) =
+            self.crate_flights
+                .join_with(key.clone(), Arc::default(), move |d| async move {
+                    let _end = d.guard();
+                    let done = this.fetch_crate(&k, &d).await;
+                    if let Err(e) = done.value() {
+                        d.fail(e.to_string());
+                    }
+                    done
+                });
+        if !leader {
+            self.metrics
+                .coalesced_waiters
+                .with_label_values(&["crate"])
+                .inc();
+        }
+        // The file streams to the client as soon as the upstream sends it; a flight that ends
+        // first (an error, or a file too quick to matter) answers directly.
+        let what = || format!("crate {name} {version}");
+        let fetched = tokio::select! {
+            biased;
+            result = self.wait(flight, self.coalesce_wait, what) => result?,
+            Some(streamed) = download.reader() => return Ok(CrateBody::Streaming(streamed)),
+        };
+        if let Some(bytes) = fetched {
+            return Ok(CrateBody::Memory(bytes));
+        }
+        match self.blobs.open(&blob).await? {
+            Some(b) => Ok(b.into()),
+            None => Err(MirrorError::Store(format!(
+                "crate {name} {version} vanished from the blob store after its download"
+            ))),
+        }
+    }
+
+    /// Whether the bookkeeping has a record of the file; an unreadable record is dropped.
+    async fn is_stored(&self, key: &CrateKey) -> Result<bool, MirrorError> {
+        match self.book.krate(key).await {
+            Ok(found) => Ok(found.is_some()),
+            Err(e @ StoreError::Unreadable { .. }) => {
+                self.unreadable(&format!("crate {} {}", key.name, key.version), &e);
+                self.book.remove_crate(key).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A record whose file is gone (removed by hand, evicted, lost in a crash) is dropped, so
+    /// that the file is fetched again.
+    async fn forget_lost_file(&self, key: &CrateKey) -> Result<(), MirrorError> {
+        tracing::warn!(
+            registry = %self.name, krate = %key.name, version = %key.version,
+            "crate record without its file; fetching it again"
+        );
+        self.book.remove_crate(key).await?;
+        Ok(())
+    }
+
+    /// Finds the checksum and original-case name of a version in the index, revalidating the
+    /// index once if the version is not there yet (it may have been published since).
+    async fn checksum_of(self: &Arc<Self>, key: &CrateKey) -> Result<IndexLine, MirrorError> {
+        let ikey = IndexKey::krate(&self.name, &key.name);
+        let not_found = || {
+            MirrorError::NotFound(format!(
+                "crate `{}` version `{}` is not in the index of `{}`",
+                key.name, key.version, self.name
+            ))
+        };
+        let mut refreshed = false;
+        loop {
+            let entry = match self.lookup(&ikey).await? {
+                Lookup::Found(e) => e,
+                Lookup::NotFound => return Err(not_found()),
+            };
+            if let Some(line) = find_version(&entry.body, key.version.as_str()) {
+                return Ok(line);
+            }
+            let just_checked = now_ms().saturating_sub(entry.record.checked_at_ms) < 1_000;
+            if refreshed || just_checked {
+                return Err(not_found());
+            }
+            refreshed = true;
+            match self.refresh(&ikey, Some(entry)).await {
+                // The upstream could not say; the version is not in the copy at hand.
+                Err(e) if e.upstream_failed() => return Err(not_found()),
+                other => other?,
+            };
+        }
+    }
+
+    async fn fetch_crate(
+        self: &Arc<Self>,
+        key: &CrateKey,
+        progress: &Download,
+    ) -> Done<CrateFlight> {
+        match self.fetch_crate_inner(key, progress).await {
+            Ok(Fetched::InMemory(bytes, record)) => {
+                let persist = Arc::clone(self).persist(
+                    BlobKey::Crate(key.clone()),
+                    bytes.clone(),
+                    Record::Crate(key.clone(), record),
+                );
+                Done::then(Ok(Some(bytes)), persist)
+            }
+            Ok(Fetched::Stored(bytes)) => Ok(bytes).into(),
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    async fn fetch_crate_inner(
+        self: &Arc<Self>,
+        key: &CrateKey,
+        progress: &Download,
+    ) -> Result<Fetched, MirrorError> {
+        let blob = BlobKey::Crate(key.clone());
+        // A flight that finished just before this one started may have done the work already.
+        if let Some(bytes) = self.blobs.cached(&blob) {
+            return Ok(Fetched::Stored(Some(bytes)));
+        }
+        if self.is_stored(key).await? {
+            if self.blobs.stat(&blob).await?.is_some() {
+                return Ok(Fetched::Stored(None));
+            }
+            self.forget_lost_file(key).await?;
+        }
+        let line = self.checksum_of(key).await?;
+        let dl = self.upstream_dl().await?;
+        let url = download_url(&dl, &line.name, &line.vers, &line.cksum);
+        let what = format!("crate {} {}", line.name, line.vers);
+        self.download(key, &url, &what, &line.cksum, progress).await
+    }
+
+    fn upstream_error(&self, what: &str, failure: Failure) -> MirrorError {
+        UpstreamError::new(&self.name, what, failure).into()
+    }
+
+    /// Downloads one crate file, verifies it, and publishes its progress to `progress`.
+    ///
+    /// A file the memory tier can hold is followed in memory and answered from there; it is
+    /// stored in the flight's tail ([`Mirror::persist`]), off the client's path. A larger file
+    /// (or one of unknown length) streams into a temporary blob, which readers follow, and is
+    /// committed before the flight ends.
+    async fn download(
+        &self,
+        key: &CrateKey,
+        url: &str,
+        what: &str,
+        cksum: &str,
+        progress: &Download,
+    ) -> Result<Fetched, MirrorError> {
+        let stream = match self.upstream.crate_file(url, what).await? {
+            CrateAnswer::Body(s) => s,
+            CrateAnswer::NotFound => {
+                return Err(MirrorError::NotFound(format!(
+                    "the upstream of `{}` has no file for {what}",
+                    self.name
+                )));
+            }
+        };
+        let limit = self.max_crate_bytes;
+        let len = stream.len;
+        if len.is_some_and(|l| l > limit) {
+            return Err(self.upstream_error(what, Failure::TooLarge(limit)));
+        }
+        let in_memory = len.is_some_and(|l| self.blobs.fits(l));
+        // Bytes kept for the memory tier: always in memory mode, and for a file of unknown
+        // length as long as it stays small enough.
+        let mut keep = (in_memory || len.is_none()).then(BytesMut::new);
+        let mut tmp: Option<Box<dyn TempBlob>> = None;
+        if in_memory {
+            progress.start_in_memory(len);
+        } else {
+            let t = self.blobs.temp().await?;
+            progress.start_in_blob(t.reader()?, len);
+            tmp = Some(t);
+        }
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut chunks = stream.chunks;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(self.upstream_error(what, Failure::TooLarge(limit)));
+            }
+            hasher.update(&chunk);
+            if let Some(t) = &mut tmp {
+                t.append(&chunk).await?;
+            }
+            progress.append(&chunk);
+            if let Some(buf) = &mut keep {
+                if in_memory || self.blobs.fits(size) {
+                    buf.extend_from_slice(&chunk);
+                } else {
+                    keep = None;
+                }
+            }
+        }
+        drop(chunks);
+        let actual = hex(&hasher.finalize());
+        if !actual.eq_ignore_ascii_case(cksum) {
+            self.metrics
+                .checksum_failures
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+            // `tmp`, if any, is dropped here, which deletes the partial blob.
+            let e = self.upstream_error(
+                what,
+                Failure::Checksum {
+                    expected: cksum.to_owned(),
+                    actual,
+                },
+            );
+            self.bad_checksums.insert(key.clone(), e.clone());
+            return Err(e);
+        }
+        // Readers may hand out the last byte now; the file is stored after.
+        progress.verified();
+        self.metrics.cache("crate", "upstream", "miss");
+        let record = CrateRecord {
+            cksum: actual,
+            size,
+            stored_at_ms: now_ms(),
+        };
+        let blob = BlobKey::Crate(key.clone());
+        let bytes = keep.map(BytesMut::freeze);
+        if let Some(b) = &bytes {
+            self.blobs.remember(blob.clone(), b.clone());
+        }
+        match (tmp, bytes) {
+            (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, record)),
+            (Some(tmp), bytes) => {
+                tmp.commit(&blob).await?;
+                self.book.put_crate(key, &record).await?;
+                Ok(Fetched::Stored(bytes))
+            }
+            (None, None) => unreachable!("a download without a temporary blob keeps its bytes"),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Index files of a mirror: lookup through the tiers, freshness, revalidation, stale copies,
+//! the negative cache, and the upstream's `config.json`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::coalesce::Done;
+use super::{IndexFlight, Mirror, MirrorError, Record};
+use crate::index::{UpstreamConfig, validate_body};
+use crate::store::{
+    BlobKey, BlobStore, CacheBook, IndexFile, IndexKey, IndexRecord, StoreError, now_ms,
+};
+use crate::upstream::{Failure, IndexAnswer, UpstreamError, Validators};
+
+/// A cached index file: its body and its record (which holds cratedock's ETag and freshness).
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub body: Bytes,
+    pub record: Arc<IndexRecord>,
+}
+
+/// The answer for an index file.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(IndexEntry),
+    NotFound,
+}
+
+/// cratedock's strong ETag of an index body: the first 128 bits of its SHA-256, quoted.
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", &hex(&Sha256::digest(body))[..32])
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+impl Mirror {
+    /// The index file of crate `name`.
+    pub async fn index_file(
+        self: &Arc<Self>,
+        name: &crate::names::CrateName,
+    ) -> Result<Lookup, MirrorError> {
+        self.lookup(&IndexKey::krate(&self.name, name)).await
+    }
+
+    pub(super) async fn lookup(self: &Arc<Self>, key: &IndexKey) -> Result<Lookup, MirrorError> {
+        let blob = BlobKey::Index(key.clone());
+        let (entry, tier) = match self.cached_entry(key, &blob) {
+            Some(e) => (Some(e), "memory"),
+            None => match self.load_index(key, &blob).await? {
+                Some(e) => (Some(e), "disk"),
+                None => (None, "upstream"),
+            },
+        };
+        let now = now_ms();
+        let Some(entry) = entry else {
+            if self.negative.contains_key(key) {
+                self.metrics.cache("index", "memory", "negative");
+                return Ok(Lookup::NotFound);
+            }
+            if matches!(key.file, IndexFile::Crate(_)) {
+                self.prefetch_upstream_config();
+            }
+            return self.refresh(key, None).await;
+        };
+        if now < entry.record.fresh_until_ms {
+            self.metrics.cache("index", tier, "hit");
+            return Ok(Lookup::Found(entry));
+        }
+        let stale_for = now - entry.record.fresh_until_ms;
+        if stale_for < self.cfg.stale_while_revalidate_ms {
+            self.refresh_in_background(key, entry.clone());
+            self.metrics.cache("index", tier, "stale");
+            return Ok(Lookup::Found(entry));
+        }
+        // With a stale copy in hand, wait only a little for the upstream; the refresh goes on in
+        // its own task and lands in the cache for the next request.
+        let wait = Duration::from_millis(self.cfg.revalidate_wait_ms);
+        match self.refresh_within(key, Some(entry.clone()), wait).await {
+            Err(e) if e.upstream_failed() && stale_for < self.cfg.stale_if_error_max_age_ms => {
+                tracing::warn!(
+                    registry = %self.name, file = %key.index_path(), error = %e,
+                    stale_for_ms = stale_for, "upstream failed; serving a stale index file"
+                );
+                self.metrics.cache("index", tier, "stale");
+                Ok(Lookup::Found(entry))
+            }
+            other => other,
+        }
+    }
+
+    /// The entry when memory holds both its record and its body (no I/O, no blocking call).
+    fn cached_entry(&self, key: &IndexKey, blob: &BlobKey) -> Option<IndexEntry> {
+        let record = self.book.cached_index(key)?;
+        let body = self.blobs.cached(blob)?;
+        // A body and a record from different writes are not paired.
+        (body.len() as u64 == record.size).then_some(IndexEntry { body, record })
+    }
+
+    async fn load_index(
+        &self,
+        key: &IndexKey,
+        blob: &BlobKey,
+    ) -> Result<Option<IndexEntry>, MirrorError> {
+        let record = match self.book.index_shared(key).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e @ StoreError::Unreadable { .. }) => {
+                self.unreadable(&key.index_path(), &e);
+                self.book.remove_index(key).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let body = self.blobs.get(blob).await?;
+        match body {
+            Some(body) if body.len() as u64 == record.size => Ok(Some(IndexEntry { body, record })),
+            other => {
+                // Bookkeeping without its file (removed by hand), or a body and a record that
+                // a crash between their writes left unpaired: forget both.
+                tracing::warn!(
+                    registry = %self.name, file = %key.index_path(),
+                    found = other.is_some(), "index record without its file; fetching it again"
+                );
+                self.book.remove_index(key).await?;
+                self.blobs.forget(blob);
+                Ok(None)
+            }
+        }
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, key: &IndexKey, old: IndexEntry) {
+        if self.index_flights.is_running(key) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let k = key.clone();
+        // The flight runs in its own task; its result lands in the cache.
+        let _ = self.index_flights.join(key.clone(), move || async move {
+            let done = this.fetch_index(&k, Some(old)).await;
+            if let Err(e) = done.value() {
+                tracing::warn!(registry = %this.name, file = %k.index_path(), error = %e, "background refresh failed");
+            }
+            done
+        });
+    }
+
+    /// Fetches or revalidates one index file, sharing the upstream request with concurrent
+    /// callers.
+    pub(super) async fn refresh(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<IndexEntry>,
+    ) -> Result<Lookup, MirrorError> {
+        self.refresh_within(key, old, self.coalesce_wait).await
+    }
+
+    async fn refresh_within(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<IndexEntry>,
+        wait: Duration,
+    ) -> Result<Lookup, MirrorError> {
+        let this = Arc::clone(self);
+        let k = key.clone();
+        let (flight, leader) = self.index_flights.join(key.clone(), move || async move {
+            this.fetch_index(&k, old).await
+        });
+        if !leader {
+            self.metrics
+                .coalesced_waiters
+                .with_label_values(&["index"])
+                .inc();
+        }
+        self.wait(flight, wait, || format!("index file {}", key.index_path()))
+            .await
+    }
+
+    /// Fetches or revalidates one index file. A new body is answered from memory at once and
+    /// stored in the flight's tail.
+    async fn fetch_index(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<IndexEntry>,
+    ) -> Done<IndexFlight> {
+        match self.fetch_index_inner(key, old).await {
+            Ok((lookup, Some(persist))) => Done::then(Ok(lookup), persist),
+            Ok((lookup, None)) => Ok(lookup).into(),
+            Err(e) => Err(e).into(),
+        }
+    }
+
+    async fn fetch_index_inner(
+        self: &Arc<Self>,
+        key: &IndexKey,
+        old: Option<IndexEntry>,
+    ) -> Result<(Lookup, Option<impl Future<Output = ()> + Send + 'static>), MirrorError> {
+        let blob = BlobKey::Index(key.clone());
+        // A flight that finished just before this one started may have done the work already.
+        if let Some(e) = self.cached_entry(key, &blob) {
+            let replaced = old
+                .as_ref()
+                .is_none_or(|o| !Arc::ptr_eq(&o.record, &e.record));
+            if replaced && now_ms() < e.record.fresh_until_ms {
+                return Ok((Lookup::Found(e), None));
+            }
+        }
+        let path = key.index_path();
+        let validators = old.as_ref().map(|o| Validators {
+            etag: o.record.upstream_etag.clone(),
+            last_modified: o.record.upstream_last_modified.clone(),
+        });
+        let validators = validators.filter(|v| !v.is_empty());
+        let answer = self.upstream.index_file(&path, validators.as_ref()).await?;
+        let now = now_ms();
+        let ttl_ms = self.cfg.index_ttl_ms;
+        match answer {
+            IndexAnswer::Body {
+                body,
+                validators,
+                fresh_for,
+            } => {
+                if let Err(why) = validate_body(&key.file, &body) {
+                    let what = format!("index file {path}");
+                    return Err(UpstreamError::new(&self.name, what, Failure::Invalid(why)).into());
+                }
+                let lifetime_ms = fresh_for.map_or(ttl_ms, |d| d.as_millis() as u64);
+                let record = Arc::new(IndexRecord {
+                    etag: etag_of(&body),
+                    upstream_etag: validators.etag,
+                    upstream_last_modified: validators.last_modified,
+                    fresh_until_ms: now.saturating_add(lifetime_ms),
+                    lifetime_ms,
+                    checked_at_ms: now,
+                    size: body.len() as u64,
+                    missing_since_ms: None,
+                });
+                // The body before its record: a reader in between pairs the new body with the
+                // old ETag at worst, which its next conditional request corrects.
+                self.blobs.remember(blob.clone(), body.clone());
+                self.book.remember_index(key.clone(), record.clone());
+                self.negative.invalidate(key);
+                self.metrics.cache("index", "upstream", "miss");
+                let entry = IndexEntry {
+                    body: body.clone(),
+                    record: record.clone(),
+                };
+                let persist =
+                    Arc::clone(self).persist(blob, body, Record::Index(key.clone(), record));
+                Ok((Lookup::Found(entry), Some(persist)))
+            }
+            IndexAnswer::NotModified { fresh_for } => {
+                let Some(old) = old else {
+                    let what = format!("index file {path}");
+                    let why = "304 to an unconditional request".to_owned();
+                    return Err(UpstreamError::new(&self.name, what, Failure::Invalid(why)).into());
+                };
+                // A 304 that says nothing of freshness renews the file for as long as the last
+                // full answer did.
+                let lifetime_ms = match fresh_for {
+                    Some(d) => d.as_millis() as u64,
+                    None if old.record.lifetime_ms > 0 => old.record.lifetime_ms,
+                    None => ttl_ms,
+                };
+                let record = IndexRecord {
+                    fresh_until_ms: now.saturating_add(lifetime_ms),
+                    lifetime_ms,
+                    checked_at_ms: now,
+                    missing_since_ms: None,
+                    ..(*old.record).clone()
+                };
+                self.book.put_index(key, &record).await?;
+                self.blobs.remember(blob, old.body.clone());
+                self.metrics.cache("index", "upstream", "revalidated");
+                let entry = IndexEntry {
+                    body: old.body,
+                    record: Arc::new(record),
+                };
+                Ok((Lookup::Found(entry), None))
+            }
+            IndexAnswer::NotFound => {
+                if let Some(old) = &old
+                    && self.missing_is_a_hiccup(key, old, now).await?
+                {
+                    let what = format!("index file {path}");
+                    return Err(UpstreamError::new(&self.name, what, Failure::Status(404)).into());
+                }
+                // The crate does not exist (or no longer does) upstream.
+                self.book.remove_index(key).await?;
+                self.blobs.delete(&blob).await?;
+                self.negative.insert(key.clone(), ());
+                self.metrics.cache("index", "upstream", "miss");
+                Ok((Lookup::NotFound, None))
+            }
+        }
+    }
+
+    /// A "not found" for a file cratedock holds is a hiccup (a CDN answering 404 for a moment)
+    /// until it has lasted `negative_ttl_ms`, and while the copy is within
+    /// `stale_if_error_max_age_ms`; then it is a removal. Notes when it was first seen.
+    async fn missing_is_a_hiccup(
+        &self,
+        key: &IndexKey,
+        old: &IndexEntry,
+        now: u64,
+    ) -> Result<bool, MirrorError> {
+        let since = old.record.missing_since_ms.unwrap_or(now);
+        let stale_for = now.saturating_sub(old.record.fresh_until_ms);
+        let hiccup = now.saturating_sub(since) < self.cfg.negative_ttl_ms
+            && stale_for < self.cfg.stale_if_error_max_age_ms;
+        if hiccup && old.record.missing_since_ms.is_none() {
+            let record = IndexRecord {
+                missing_since_ms: Some(now),
+                ..(*old.record).clone()
+            };
+            self.book.put_index(key, &record).await?;
+        }
+        Ok(hiccup)
+    }
+
+    /// Downloads need the upstream's `config.json` (its `dl` template). Fetching it in the
+    /// background while cargo is still resolving index files takes one upstream round trip
+    /// off the first download of a cold cache.
+    fn prefetch_upstream_config(self: &Arc<Self>) {
+        let key = IndexKey::config(&self.name);
+        if self.book.cached_index(&key).is_some() || self.index_flights.is_running(&key) {
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = this.lookup(&key).await {
+                tracing::debug!(registry = %this.name, error = %e, "prefetching the upstream's config.json failed");
+            }
+        });
+    }
+
+    /// The `dl` template of the upstream's `config.json`.
+    pub(super) async fn upstream_dl(self: &Arc<Self>) -> Result<String, MirrorError> {
+        let invalid = |f| UpstreamError::new(&self.name, "config.json", f);
+        match self.lookup(&IndexKey::config(&self.name)).await? {
+            Lookup::Found(e) => {
+                let cfg: UpstreamConfig = serde_json::from_slice(&e.body)
+                    .map_err(|e| invalid(Failure::Invalid(e.to_string())))?;
+                Ok(cfg.dl)
+            }
+            Lookup::NotFound => Err(invalid(Failure::Status(404)).into()),
+        }
+    }
+}

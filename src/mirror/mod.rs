@@ -1,0 +1,203 @@
+//! The pull-through path of one mirror registry: index files and crate files.
+//!
+//! The rules this module keeps:
+//! - index files: memory → disk → upstream; freshness from the upstream's caching headers (or
+//!   the configured TTL), conditional revalidation, stale-while-revalidate, stale-if-error, a
+//!   short negative cache of "no such crate", and a "not found" for a file cratedock holds
+//!   taken as a removal only once it outlasts the negative TTL;
+//! - crate files: hashed as they stream in from the upstream, and stored only when the SHA-256
+//!   equals the index's `cksum`; clients follow the download as it arrives (see [`tee`]) but
+//!   never get the last byte of a file that fails the check;
+//! - new files are answered from memory first and written to the stores in the tail of their
+//!   flight, off the client's path;
+//! - concurrent misses of one file share one upstream request ([`coalesce`]), and waiters give
+//!   up after the configured time instead of hanging on a stuck leader;
+//! - a record that cannot be read, or whose file is gone, is a miss: logged, counted, dropped.
+
+mod coalesce;
+mod crates;
+mod index;
+mod tee;
+
+pub use crates::CrateBody;
+pub use index::{IndexEntry, Lookup};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::MirrorConfig;
+use crate::metrics::Metrics;
+use crate::names::RegistryName;
+use crate::store::{
+    BlobKey, BlobStore, CacheBook, CachedBook, CrateKey, CrateRecord, IndexKey, IndexRecord,
+    MemoryTier, StoreError,
+};
+use crate::upstream::{Blame, Upstream, UpstreamError};
+use coalesce::Coalescer;
+use tee::Download;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "timed out after {waited_ms} ms waiting for another request's upstream fetch of {what}"
+    )]
+    WaitTimeout { what: String, waited_ms: u64 },
+    /// A failure of cratedock's own storage; the text is for the log, not for clients.
+    #[error("storage error: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for MirrorError {
+    fn from(e: StoreError) -> Self {
+        MirrorError::Store(e.to_string())
+    }
+}
+
+impl MirrorError {
+    /// Whether a stale copy may stand in for the answer (the upstream, not the request or
+    /// cratedock, failed).
+    fn upstream_failed(&self) -> bool {
+        match self {
+            MirrorError::Upstream(e) => e.blame() != Blame::Limit,
+            MirrorError::WaitTimeout { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+type IndexFlight = Result<Lookup, MirrorError>;
+/// A crate flight yields the bytes when they are small enough for memory, else `None`: the
+/// file is in the blob store.
+type CrateFlight = Result<Option<Bytes>, MirrorError>;
+
+pub struct Mirror {
+    name: RegistryName,
+    cfg: MirrorConfig,
+    upstream: Arc<dyn Upstream>,
+    blobs: MemoryTier,
+    book: Arc<CachedBook>,
+    negative: moka::sync::Cache<IndexKey, ()>,
+    index_flights: Coalescer<IndexKey, IndexFlight>,
+    crate_flights: Coalescer<CrateKey, CrateFlight, Arc<Download>>,
+    /// Crate files whose download just failed its checksum: refused at once for a while, so
+    /// that cargo's retry gets a clear error instead of another cut-off transfer.
+    bad_checksums: moka::sync::Cache<CrateKey, MirrorError>,
+    metrics: Arc<Metrics>,
+    coalesce_wait: Duration,
+    max_crate_bytes: u64,
+}
+
+/// What a mirror is built from.
+pub struct MirrorParts {
+    pub name: RegistryName,
+    pub cfg: MirrorConfig,
+    pub upstream: Arc<dyn Upstream>,
+    pub blobs: MemoryTier,
+    pub book: Arc<CachedBook>,
+    pub metrics: Arc<Metrics>,
+    pub coalesce_wait: Duration,
+    pub max_crate_bytes: u64,
+}
+
+/// A record to write after its blob, in a flight's tail.
+enum Record {
+    Index(IndexKey, Arc<IndexRecord>),
+    Crate(CrateKey, CrateRecord),
+}
+
+impl Mirror {
+    pub fn new(p: MirrorParts) -> Self {
+        let ttl = Duration::from_millis(p.cfg.negative_ttl_ms.max(1));
+        Self {
+            negative: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            bad_checksums: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            name: p.name,
+            cfg: p.cfg,
+            upstream: p.upstream,
+            blobs: p.blobs,
+            book: p.book,
+            index_flights: Coalescer::default(),
+            crate_flights: Coalescer::default(),
+            metrics: p.metrics,
+            coalesce_wait: p.coalesce_wait,
+            max_crate_bytes: p.max_crate_bytes,
+        }
+    }
+
+    pub fn name(&self) -> &RegistryName {
+        &self.name
+    }
+
+    /// Fetches of index files and of crate files under way (with the disk writes after them).
+    pub fn fetches_in_flight(&self) -> (usize, usize) {
+        (self.index_flights.len(), self.crate_flights.len())
+    }
+
+    /// Waits for a flight, at most `wait`.
+    async fn wait<T: Clone>(
+        &self,
+        flight: coalesce::Flight<Result<T, MirrorError>>,
+        wait: Duration,
+        what: impl Fn() -> String,
+    ) -> Result<T, MirrorError> {
+        match tokio::time::timeout(wait, flight).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(MirrorError::Store(format!(
+                "the fetch of {} was interrupted",
+                what()
+            ))),
+            Err(_) => Err(MirrorError::WaitTimeout {
+                what: what(),
+                waited_ms: wait.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Writes a file that was answered from memory to the blob store, then its record. It runs
+    /// in the tail of the file's flight, so writes of one file never overlap. A failure only
+    /// costs the stored copy: the memory tier has the file, and nothing half-written stays.
+    async fn persist(self: Arc<Self>, key: BlobKey, bytes: Bytes, record: Record) {
+        let result = async {
+            self.blobs.put(&key, bytes).await?;
+            match &record {
+                Record::Index(k, r) => self.book.put_index(k, r).await,
+                Record::Crate(k, r) => self.book.put_crate(k, r).await,
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(
+                registry = %self.name, file = %key.rel_path().display(), error = %e,
+                "cannot store a file"
+            );
+            self.metrics
+                .store_failures
+                .with_label_values(&[self.name.as_str()])
+                .inc();
+        }
+    }
+
+    /// Logs and counts a record that cannot be read; the caller drops it and takes a miss.
+    fn unreadable(&self, what: &str, error: &StoreError) {
+        tracing::warn!(
+            registry = %self.name, file = what, error = %error,
+            "unreadable bookkeeping record; treated as a miss"
+        );
+        self.metrics
+            .unreadable_records
+            .with_label_values(&[self.name.as_str()])
+            .inc();
+    }
+}

@@ -1,0 +1,107 @@
+//! Typed keys: each knows where its blob lives and how its record is named, so no path or
+//! storage key is ever built from an unchecked string.
+
+use std::path::PathBuf;
+
+use crate::index::index_path;
+use crate::names::{CrateName, RegistryName, Version};
+
+/// Which index file of a registry: the upstream's `config.json` or one crate's file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexFile {
+    Config,
+    Crate(CrateName),
+}
+
+/// Key of a cached index file. The crate name is lower-case, as in the sparse layout.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IndexKey {
+    pub registry: RegistryName,
+    pub file: IndexFile,
+}
+
+impl IndexKey {
+    pub fn config(registry: &RegistryName) -> Self {
+        Self {
+            registry: registry.clone(),
+            file: IndexFile::Config,
+        }
+    }
+
+    pub fn krate(registry: &RegistryName, name: &CrateName) -> Self {
+        Self {
+            registry: registry.clone(),
+            file: IndexFile::Crate(name.lower()),
+        }
+    }
+
+    /// Path relative to the registry's index root, as the sparse protocol spells it.
+    pub fn index_path(&self) -> String {
+        match &self.file {
+            IndexFile::Config => "config.json".to_owned(),
+            IndexFile::Crate(name) => index_path(name),
+        }
+    }
+
+    /// Name of the bookkeeping record.
+    pub(crate) fn record_key(&self) -> Vec<u8> {
+        format!("{}/{}", self.registry, self.index_path()).into_bytes()
+    }
+}
+
+/// Key of a cached `.crate` file. The name is lower-case; the version keeps build metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CrateKey {
+    pub registry: RegistryName,
+    pub name: CrateName,
+    pub version: Version,
+}
+
+impl CrateKey {
+    pub fn new(registry: &RegistryName, name: &CrateName, version: &Version) -> Self {
+        Self {
+            registry: registry.clone(),
+            name: name.lower(),
+            version: version.clone(),
+        }
+    }
+
+    pub(crate) fn record_key(&self) -> Vec<u8> {
+        format!("{}/{}/{}", self.registry, self.name, self.version).into_bytes()
+    }
+}
+
+/// Key of a blob: the bytes of an index file or of a crate file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BlobKey {
+    Index(IndexKey),
+    Crate(CrateKey),
+}
+
+impl BlobKey {
+    /// Path below the blob root: `index/{registry}/{index path}` or
+    /// `crates/{registry}/{name}/{name}-{version}.crate`.
+    pub fn rel_path(&self) -> PathBuf {
+        match self {
+            BlobKey::Index(k) => PathBuf::from("index")
+                .join(k.registry.as_str())
+                .join(k.index_path()),
+            BlobKey::Crate(k) => PathBuf::from("crates")
+                .join(k.registry.as_str())
+                .join(k.name.as_str())
+                .join(format!("{}-{}.crate", k.name, k.version)),
+        }
+    }
+}
+
+impl From<IndexKey> for BlobKey {
+    fn from(k: IndexKey) -> Self {
+        BlobKey::Index(k)
+    }
+}
+
+impl From<CrateKey> for BlobKey {
+    fn from(k: CrateKey) -> Self {
+        BlobKey::Crate(k)
+    }
+}

@@ -1,0 +1,497 @@
+//! [`Upstream`] over HTTP(S) with reqwest: TLS roots and client certificate, token, proxy
+//! from the environment, timeouts, the retry policy, and metrics of every attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use rustls::RootCertStore;
+
+use super::retry::parse_retry_after;
+use super::{
+    CrateAnswer, CrateStream, Failure, IndexAnswer, RetryPolicy, Upstream, UpstreamError,
+    Validators, freshness,
+};
+use crate::config::MirrorConfig;
+use crate::metrics::Metrics;
+use crate::names::RegistryName;
+use crate::net::pem;
+
+/// Index files above this size are refused (crates.io's largest are a few MB).
+const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What is being fetched: sets the deadline and the metric label.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Index,
+    Crate,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Index => "index",
+            Kind::Crate => "crate",
+        }
+    }
+}
+
+/// The system's trusted roots, loaded once and shared by every upstream.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let loaded = rustls_native_certs::load_native_certs();
+    for e in &loaded.errors {
+        tracing::warn!(error = %e, "could not load some system CA certificates");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
+    tracing::debug!(added, ignored, "loaded system CA certificates");
+    roots
+}
+
+/// The upstream of one mirror registry.
+pub struct HttpUpstream {
+    registry: RegistryName,
+    base: String,
+    /// `scheme://authority/` of `base`: the token goes only to URLs below it.
+    origin: String,
+    client: reqwest::Client,
+    token: Option<HeaderValue>,
+    request_timeout: Duration,
+    download_timeout: Duration,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+fn tls_config(
+    registry: &RegistryName,
+    cfg: &MirrorConfig,
+    system_roots: &RootCertStore,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = if cfg.system_roots {
+        system_roots.clone()
+    } else {
+        RootCertStore::empty()
+    };
+    if let Some(path) = &cfg.ca_bundle {
+        let certs = pem::read_certs(path)
+            .map_err(|e| anyhow::anyhow!("registries.{registry}.ca_bundle: {e}"))?;
+        for cert in certs {
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!("registries.{registry}.ca_bundle: {}: {e}", path.display())
+            })?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut tls = match (&cfg.client_cert_file, &cfg.client_key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = pem::read_certs(cert)
+                .map_err(|e| anyhow::anyhow!("registries.{registry}.client_cert_file: {e}"))?;
+            let key_der = pem::read_key(key)
+                .map_err(|e| anyhow::anyhow!("registries.{registry}.client_key_file: {e}"))?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                anyhow::anyhow!(
+                    "registries.{registry}: the key in {} does not fit the certificate in {}: {e}",
+                    key.display(),
+                    cert.display()
+                )
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+impl HttpUpstream {
+    pub fn new(
+        registry: &RegistryName,
+        cfg: &MirrorConfig,
+        system_roots: &RootCertStore,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("cratedock/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls_config(registry, cfg, system_roots)?)
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .read_timeout(Duration::from_millis(cfg.request_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        let token = match &cfg.token {
+            Some(t) => {
+                let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "registries.{registry}.token holds characters not allowed in a header"
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        let uri: http::Uri = cfg.upstream.parse()?;
+        let origin = format!(
+            "{}://{}/",
+            uri.scheme_str().unwrap_or("https"),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
+        Ok(Self {
+            registry: registry.clone(),
+            origin,
+            base: cfg.upstream.clone(),
+            client,
+            token,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            download_timeout: Duration::from_millis(cfg.download_timeout_ms),
+            retry: RetryPolicy::new(cfg.retries),
+            metrics,
+        })
+    }
+
+    fn error(&self, what: &str, failure: Failure) -> UpstreamError {
+        UpstreamError::new(&self.registry, what, failure)
+    }
+
+    fn classify(&self, what: &str, e: &reqwest::Error) -> UpstreamError {
+        let failure = if e.is_timeout() {
+            Failure::Timeout
+        } else if let Some(tls) = tls_error(e) {
+            Failure::Tls(tls.to_string())
+        } else if e.is_connect() {
+            Failure::Connect(error_chain(e))
+        } else {
+            // The connection broke after it was made: mid-response, or before the head.
+            Failure::Body(error_chain(e))
+        };
+        self.error(what, failure)
+    }
+
+    /// Counts one attempt, once, when its outcome is known.
+    fn record(&self, kind: Kind, outcome: &str, started: Instant) {
+        record(&self.metrics, &self.registry, kind, outcome, started);
+    }
+
+    /// Runs `attempt` under the retry policy.
+    async fn with_retries<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<T, UpstreamError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut n = 0;
+        loop {
+            match attempt().await {
+                Err(e) => match self.retry.next_wait(n, &e) {
+                    Some(wait) => {
+                        tracing::debug!(error = %e, attempt = n, wait_ms = wait.as_millis() as u64, "retrying upstream request");
+                        self.metrics
+                            .upstream_retries
+                            .with_label_values(&[self.registry.as_str(), kind.label()])
+                            .inc();
+                        tokio::time::sleep(wait).await;
+                        n += 1;
+                    }
+                    None => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    /// Sends one GET. 5xx and 429 are errors (with the `Retry-After` of 429 and 503); any
+    /// other status is returned for the caller to judge. The token is sent only to the
+    /// upstream's own origin, never to another host that `dl` names (a CDN, a blob store).
+    async fn send(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        kind: Kind,
+        what: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut req = self.client.get(url).headers(headers.clone());
+        if let Some(t) = &self.token
+            && url.starts_with(&self.origin)
+        {
+            req = req.header(header::AUTHORIZATION, t.clone());
+        }
+        req = req.timeout(match kind {
+            Kind::Index => self.request_timeout,
+            Kind::Crate => self.download_timeout,
+        });
+        let resp = req.send().await.map_err(|e| self.classify(what, &e))?;
+        let status = resp.status();
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let mut e = self.error(what, Failure::Status(status.as_u16()));
+            if matches!(status.as_u16(), 429 | 503) {
+                e.retry_after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            }
+            return Err(e);
+        }
+        Ok(resp)
+    }
+
+    /// One attempt at an index file: the request and its whole body.
+    async fn index_attempt(
+        &self,
+        url: &str,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<IndexAnswer, UpstreamError> {
+        let resp = self.send(url, headers, Kind::Index, what).await?;
+        match resp.status() {
+            StatusCode::OK => {
+                let now = SystemTime::now();
+                let fresh_for = freshness::fresh_for(url, headers, resp.headers(), now);
+                let validators = Validators {
+                    etag: header_string(resp.headers(), header::ETAG),
+                    last_modified: header_string(resp.headers(), header::LAST_MODIFIED),
+                };
+                let body = self.read_body(resp, MAX_INDEX_BYTES, what).await?;
+                Ok(IndexAnswer::Body {
+                    body,
+                    validators,
+                    fresh_for,
+                })
+            }
+            StatusCode::NOT_MODIFIED => {
+                if !headers.contains_key(header::IF_NONE_MATCH)
+                    && !headers.contains_key(header::IF_MODIFIED_SINCE)
+                {
+                    return Err(self.error(
+                        what,
+                        Failure::Invalid("304 to an unconditional request".into()),
+                    ));
+                }
+                let now = SystemTime::now();
+                let fresh_for = freshness::fresh_for(url, headers, resp.headers(), now);
+                Ok(IndexAnswer::NotModified { fresh_for })
+            }
+            StatusCode::NOT_FOUND
+            | StatusCode::GONE
+            | StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS => Ok(IndexAnswer::NotFound),
+            s => Err(self.error(what, Failure::Status(s.as_u16()))),
+        }
+    }
+
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        if resp.content_length().is_some_and(|l| l > limit) {
+            return Err(self.error(what, Failure::TooLarge(limit)));
+        }
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(what, &e))? {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(self.error(what, Failure::TooLarge(limit)));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// One attempt at a crate file, up to its head; the body streams later.
+    async fn crate_attempt(&self, url: &str, what: &str) -> Result<CrateAnswer, UpstreamError> {
+        let started = Instant::now();
+        let resp = match self.send(url, &HeaderMap::new(), Kind::Crate, what).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.record(Kind::Crate, e.outcome(), started);
+                return Err(e);
+            }
+        };
+        match resp.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                self.record(Kind::Crate, "not_found", started);
+                return Ok(CrateAnswer::NotFound);
+            }
+            s => {
+                let e = self.error(what, Failure::Status(s.as_u16()));
+                self.record(Kind::Crate, e.outcome(), started);
+                return Err(e);
+            }
+        }
+        let html = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+        if html {
+            let e = self.error(
+                what,
+                Failure::Invalid("an HTML page instead of a crate file".into()),
+            );
+            self.record(Kind::Crate, e.outcome(), started);
+            return Err(e);
+        }
+        let len = resp.content_length();
+        // The attempt is counted when its body ends, however it ends.
+        let mut tally = Tally {
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            started,
+            outcome: None,
+        };
+        let (registry, what) = (self.registry.clone(), what.to_owned());
+        let chunks = futures_util::stream::unfold(Some(resp), move |resp| {
+            let (registry, what) = (registry.clone(), what.clone());
+            async move {
+                let mut resp = resp?;
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(resp))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        let failure = if e.is_timeout() {
+                            Failure::Timeout
+                        } else {
+                            Failure::Body(error_chain(&e))
+                        };
+                        Some((Err(UpstreamError::new(&registry, what, failure)), None))
+                    }
+                }
+            }
+        })
+        .inspect(move |item| {
+            if let Err(e) = item {
+                tally.failed(e.outcome());
+            }
+        })
+        .boxed();
+        Ok(CrateAnswer::Body(CrateStream { len, chunks }))
+    }
+}
+
+/// Counts a streamed attempt once, when the stream is dropped: `ok` unless it failed.
+struct Tally {
+    metrics: Arc<Metrics>,
+    registry: RegistryName,
+    started: Instant,
+    outcome: Option<&'static str>,
+}
+
+impl Tally {
+    fn failed(&mut self, outcome: &'static str) {
+        self.outcome = Some(outcome);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("ok");
+        record(
+            &self.metrics,
+            &self.registry,
+            Kind::Crate,
+            outcome,
+            self.started,
+        );
+    }
+}
+
+fn record(metrics: &Metrics, registry: &RegistryName, kind: Kind, outcome: &str, started: Instant) {
+    let reg = registry.as_str();
+    metrics
+        .upstream_requests
+        .with_label_values(&[reg, kind.label(), outcome])
+        .inc();
+    metrics
+        .upstream_seconds
+        .with_label_values(&[reg, kind.label()])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+#[async_trait]
+impl Upstream for HttpUpstream {
+    async fn index_file(
+        &self,
+        path: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexAnswer, UpstreamError> {
+        let what = format!("index file {path}");
+        let url = format!("{}{path}", self.base);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/plain"));
+        if let Some(v) = validators {
+            if let Some(etag) = v
+                .etag
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                headers.insert(header::IF_NONE_MATCH, etag);
+            } else if let Some(lm) = v
+                .last_modified
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                headers.insert(header::IF_MODIFIED_SINCE, lm);
+            }
+        }
+        self.with_retries(Kind::Index, || async {
+            let started = Instant::now();
+            let result = self.index_attempt(&url, &headers, &what).await;
+            let outcome = match &result {
+                Ok(IndexAnswer::Body { .. }) => "ok",
+                Ok(IndexAnswer::NotModified { .. }) => "not_modified",
+                Ok(IndexAnswer::NotFound) => "not_found",
+                Err(e) => e.outcome(),
+            };
+            self.record(Kind::Index, outcome, started);
+            result
+        })
+        .await
+    }
+
+    async fn crate_file(&self, url: &str, what: &str) -> Result<CrateAnswer, UpstreamError> {
+        self.with_retries(Kind::Crate, || self.crate_attempt(url, what))
+            .await
+    }
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The TLS error behind a failed request, if that is what failed.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // An I/O error's `source` skips the error it wraps: step into that one instead.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// The error and its causes on one line (reqwest's Display stops at the outermost).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
