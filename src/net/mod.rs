@@ -8,6 +8,7 @@
 //! client identity for free; on shutdown it stops accepting at once, reports not-ready, and
 //! lets in-flight requests finish within the grace period.
 
+mod deadline;
 mod h2c;
 pub mod pem;
 mod tls;
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use deadline::FirstBytes;
 use h2c::Opening;
 
 /// What the listener knows about a connection; every request on it carries a copy.
@@ -147,6 +149,7 @@ pub async fn serve(
     readiness.set(true);
     tracing::info!(addr = %plain.local_addr()?, "listening (HTTP)");
 
+    let header_timeout = Duration::from_millis(server_cfg.header_read_timeout_ms);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -165,13 +168,13 @@ pub async fn serve(
                 let info = ConnInfo { tls: false, principal: None };
                 let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
                 if !server_cfg.h2c_upgrade {
+                    let stream = FirstBytes::within(stream, header_timeout);
                     tokio::spawn(serve_connection(stream, info, router, builder, watcher, permit));
                     continue;
                 }
                 let metrics = metrics.clone();
-                let read_timeout = Duration::from_millis(server_cfg.header_read_timeout_ms);
                 tokio::spawn(async move {
-                    match tokio::time::timeout(read_timeout, h2c::open(stream)).await {
+                    match tokio::time::timeout(header_timeout, h2c::open(stream)).await {
                         Ok(Ok((stream, opening))) => {
                             let opening = match opening {
                                 Opening::Upgraded => "h2c-upgrade",
@@ -191,6 +194,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     match server.accept(stream).await {
                         Ok((stream, peer)) => {
+                            let stream = FirstBytes::within(stream, header_timeout);
                             let info = ConnInfo { tls: true, principal: peer.principal };
                             serve_connection(stream, info, router, builder, watcher, permit).await;
                         }

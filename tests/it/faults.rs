@@ -56,8 +56,14 @@ async fn a_checksum_mismatch_is_refused_and_not_cached() {
     assert_eq!(up.hits("/dl/"), 1);
 
     // Then it is fetched again: a bad copy was never cached.
-    tokio::time::sleep(Duration::from_millis(4100)).await;
     up.set_fault(Fault::None, Target::All);
+    wait_until("the refusal expires", || async {
+        cd.get("/crates-io/api/v1/crates/serde/1.0.0/download")
+            .await
+            .status()
+            == 200
+    })
+    .await;
     project.ok(&["fetch"]);
     assert_eq!(up.hits("/dl/"), 2);
     assert_eq!(cd.stored_crates().len(), 1);
@@ -284,7 +290,7 @@ async fn a_slow_revalidation_serves_the_stale_copy_and_finishes_in_the_backgroun
     assert!(cd.log().contains("serving a stale index file"));
 
     // The revalidation finished on its own and stored 1.1.0: the next check is a 304.
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    cd.wait_idle().await;
     up.set_fault(Fault::None, Target::All);
     let r = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(r.contains("1.1.0"), "{r}");

@@ -8,4 +8,6 @@ mod support;
 mod faults;
 mod mirror;
 mod operations;
+mod recovery;
+mod server;
 mod tls;

@@ -173,8 +173,12 @@ async fn a_newly_published_upstream_version_appears_after_the_ttl() {
         "within the TTL the cached index is served"
     );
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    project.ok(&["update"]);
+    // Past the TTL, the next update sees the new version.
+    wait_until("the index file is past its TTL", || async {
+        project.ok(&["update"]);
+        project.lockfile().contains("version = \"1.2.0\"")
+    })
+    .await;
     assert!(
         project.lockfile().contains("version = \"1.2.0\""),
         "{}",
@@ -183,8 +187,13 @@ async fn a_newly_published_upstream_version_appears_after_the_ttl() {
     project.ok(&["fetch"]);
 
     // An unchanged file past its TTL is revalidated with a conditional request: 304 upstream.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    project.ok(&["update"]);
+    wait_until("an index file is revalidated", || async {
+        project.ok(&["update"]);
+        cd.metric("cache_results_total", "result=\"revalidated\"")
+            .await
+            >= 1.0
+    })
+    .await;
     assert!(
         cd.metric("cache_results_total", "result=\"revalidated\"")
             .await
@@ -373,12 +382,7 @@ async fn crate_downloads_stream_to_clients_while_they_arrive() {
     assert_eq!(got, p.tarball, "byte-exact");
     assert_eq!(second.bytes().await.unwrap().as_ref(), p.tarball.as_slice());
     assert_eq!(up.hits("/dl/"), 1, "one upstream download for both");
-    for _ in 0..50 {
-        if cd.stored_crates().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cd.wait_idle().await;
     assert_eq!(cd.stored_crates().len(), 1);
     let tmp = std::fs::read_dir(cd.data_dir.join("tmp")).unwrap().count();
     assert_eq!(tmp, 0, "no temp files left");

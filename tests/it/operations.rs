@@ -43,7 +43,10 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let client = http_client();
     let url = cd.url("/crates-io/api/v1/crates/serde/1.0.0/download");
     let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until("the download reached the upstream", || async {
+        up.hits("/dl/") == 1
+    })
+    .await;
 
     let status = cd.terminate().await;
     assert!(status.success(), "clean exit: {status}");

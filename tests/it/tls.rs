@@ -51,9 +51,10 @@ impl Conn {
     }
 }
 
-fn tls_section(port: u16, pki: &Pki, extra: &str) -> String {
+/// The HTTPS listener on a port of the system's choosing (see `Cratedock::tls_port`).
+fn tls_section(pki: &Pki, extra: &str) -> String {
     format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:{port}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n{extra}\n",
         pki.path("server.pem").display(),
         pki.path("server.key").display()
     )
@@ -79,9 +80,9 @@ async fn https_mirror(extra_tls: &str) -> Https {
     let pki = Pki::new();
     let first = pki.server();
     write_server(&pki, &first);
-    let port = free_port();
-    let config = mirror_config(&up.index_url(), "") + &tls_section(port, &pki, extra_tls);
+    let config = mirror_config(&up.index_url(), "") + &tls_section(&pki, extra_tls);
     let cd = Cratedock::start(&config).await;
+    let port = cd.tls_port.expect("an HTTPS listener");
     Https {
         _up: up,
         pki,
@@ -106,7 +107,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if check().await {
             return;
@@ -123,9 +124,8 @@ async fn cargo_fetches_over_https_and_http2_with_the_corporate_ca() {
     up.publish(build(CrateSpec::new("b", "1.0.0")));
     let pki = Pki::new();
     write_server(&pki, &pki.server());
-    let port = free_port();
-    let cd = Cratedock::start(&(mirror_config(&up.index_url(), "") + &tls_section(port, &pki, "")))
-        .await;
+    let cd = Cratedock::start(&(mirror_config(&up.index_url(), "") + &tls_section(&pki, ""))).await;
+    let port = cd.tls_port.expect("an HTTPS listener");
     let index = format!("https://localhost:{port}/crates-io/index/");
     let cainfo = format!("[http]\ncainfo = \"{}\"\n", pki.ca_file().display());
     let project = CargoProject::with_config(&index, &[("a", "1")], &cainfo);

@@ -8,6 +8,7 @@ pub mod upstream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use registry::{CrateSpec, build, sha256_hex};
@@ -30,18 +31,12 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A free loopback port (bound, then released for the server to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The `cratedock` binary running as a child process.
 pub struct Cratedock {
+    /// The port of the plain listener, read from the log (cratedock binds port 0).
     pub port: u16,
+    /// The port of the HTTPS listener, when the configuration has one on port 0.
+    pub tls_port: Option<u16>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
@@ -50,9 +45,33 @@ pub struct Cratedock {
 
 /// Mirror settings for the test's `crates-io` registry, as TOML lines.
 pub fn mirror_config(upstream: &str, extra: &str) -> String {
+    config_with(upstream, "", &format!("retries = 0\n{extra}"))
+}
+
+/// A configuration with `cache` lines in `[cache]` and `registry` lines (no retries unless
+/// given) in the test's `crates-io` mirror.
+pub fn config_with(upstream: &str, cache: &str, registry: &str) -> String {
+    let cache = if cache.contains("coalesce_wait_ms") {
+        cache.to_owned()
+    } else {
+        format!("coalesce_wait_ms = 20000\n{cache}")
+    };
     format!(
-        "[cache]\ncoalesce_wait_ms = 20000\n\n[registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\nretries = 0\n{extra}\n"
+        "[cache]\n{cache}\n\n[registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\n{registry}\n"
     )
+}
+
+/// Waits until `check` holds, polling; fails the test after 30 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl Cratedock {
@@ -74,16 +93,17 @@ impl Cratedock {
         data_dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Self {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
         let config_path = dir.path().join("cratedock.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = dir.path().join(format!("cratedock-{}.log", free_port()));
-        let port = free_port();
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = dir.path().join(format!("cratedock-{n}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_cratedock"))
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "cratedock=debug,info")
@@ -99,15 +119,50 @@ impl Cratedock {
             .stderr(std::fs::File::options().append(true).open(&log).unwrap())
             .spawn()
             .unwrap();
-        let me = Self {
-            port,
+        let mut me = Self {
+            port: 0,
+            tls_port: None,
             data_dir,
             child: Some(child),
             log,
             _dir: dir,
         };
+        me.port = me.wait_for_listener("listening (HTTP)").await;
+        if config.contains("[server.tls]") {
+            me.tls_port = Some(me.wait_for_listener("listening (HTTPS)").await);
+        }
         me.wait_ready().await;
         me
+    }
+
+    /// The port of the listener that the log line `what` names (`... what addr=IP:PORT`).
+    async fn wait_for_listener(&mut self, what: &str) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            let port = log
+                .lines()
+                .filter_map(|l| {
+                    l.split_once(what)?
+                        .1
+                        .split_once("addr=")?
+                        .1
+                        .split_whitespace()
+                        .next()
+                })
+                .filter_map(|addr| addr.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port())
+                .next();
+            if let Some(p) = port {
+                return p;
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().unwrap());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "cratedock logged no `{what}` line (exit: {exited:?}):\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_ready(&self) {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -70,6 +70,18 @@ struct State_ {
     authorized: HashMap<String, usize>,
     /// Base URL written into `dl` instead of this server's own.
     dl_base: Option<String>,
+    /// When each request arrived, by path.
+    arrivals: HashMap<String, Vec<Instant>>,
+    /// The next requests for paths starting with this prefix fail: how many are left, with
+    /// which status and `Retry-After` (seconds).
+    fail_next: Option<FailNext>,
+}
+
+struct FailNext {
+    prefix: String,
+    left: usize,
+    status: u16,
+    retry_after: Option<u64>,
 }
 
 type Shared = Arc<Mutex<State_>>;
@@ -181,6 +193,30 @@ impl FakeUpstream {
         self.state.lock().unwrap().fault = (fault != Fault::None).then_some((fault, target));
     }
 
+    /// Makes the next `n` requests for paths starting with `prefix` fail with `status`, with a
+    /// `Retry-After` of `retry_after` seconds when given; later ones are served.
+    pub fn fail_next(&self, prefix: &str, n: usize, status: u16, retry_after: Option<u64>) {
+        self.state.lock().unwrap().fail_next = Some(FailNext {
+            prefix: prefix.to_owned(),
+            left: n,
+            status,
+            retry_after,
+        });
+    }
+
+    /// When the requests for paths starting with `prefix` arrived, in order.
+    pub fn arrivals(&self, prefix: &str) -> Vec<Instant> {
+        let s = self.state.lock().unwrap();
+        let mut all: Vec<Instant> = s
+            .arrivals
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Makes `dl` name another base URL (e.g. `http://localhost:PORT` for another origin).
     pub fn set_dl_base(&self, base: &str) {
         self.state.lock().unwrap().dl_base = Some(base.to_owned());
@@ -239,13 +275,29 @@ async fn record_auth(
     next.run(req).await
 }
 
-fn count(state: &Shared, path: &str) {
-    *state
-        .lock()
-        .unwrap()
-        .hits
+/// Counts the request; answers it with a failure when [`FakeUpstream::fail_next`] says so.
+fn count(state: &Shared, path: &str) -> Option<Response> {
+    let mut s = state.lock().unwrap();
+    *s.hits.entry(path.to_owned()).or_default() += 1;
+    s.arrivals
         .entry(path.to_owned())
-        .or_default() += 1;
+        .or_default()
+        .push(Instant::now());
+    let fail = s
+        .fail_next
+        .as_mut()
+        .filter(|f| f.left > 0 && path.starts_with(&f.prefix))?;
+    fail.left -= 1;
+    let mut resp = (
+        StatusCode::from_u16(fail.status).unwrap(),
+        "failing on purpose",
+    )
+        .into_response();
+    if let Some(secs) = fail.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+    }
+    Some(resp)
 }
 
 fn fault_for(state: &Shared, target: Target) -> Fault {
@@ -294,7 +346,9 @@ fn cut_off(bytes: Vec<u8>) -> Response {
 }
 
 async fn config_json(State((state, base)): State<Ctx>) -> Response {
-    count(&state, "/index/config.json");
+    if let Some(r) = count(&state, "/index/config.json") {
+        return r;
+    }
     if let Some(r) = common_fault(&fault_for(&state, Target::Index)).await {
         return r;
     }
@@ -310,7 +364,9 @@ async fn index_file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    count(&state, &format!("/index/{path}"));
+    if let Some(r) = count(&state, &format!("/index/{path}")) {
+        return r;
+    }
     let fault = fault_for(&state, Target::Index);
     if let Some(r) = common_fault(&fault).await {
         return r;
@@ -358,7 +414,9 @@ async fn download(
     State((state, _)): State<Ctx>,
     Path((name, file)): Path<(String, String)>,
 ) -> Response {
-    count(&state, &format!("/dl/{name}/{file}"));
+    if let Some(r) = count(&state, &format!("/dl/{name}/{file}")) {
+        return r;
+    }
     let fault = fault_for(&state, Target::Crates);
     if let Some(r) = common_fault(&fault).await {
         return r;

@@ -1,0 +1,141 @@
+//! The server's own behaviour: the `config.json` it serves, the connection cap, and the
+//! header read timeout.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+async fn config_json(cd: &Cratedock) -> serde_json::Value {
+    let r = cd.get("/crates-io/index/config.json").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_json_points_back_at_cratedock_by_host_or_public_url() {
+    let up = FakeUpstream::start().await;
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let v = config_json(&cd).await;
+    let base = format!("http://127.0.0.1:{}", cd.port);
+    assert_eq!(v["dl"], format!("{base}/crates-io/api/v1/crates"));
+    assert_eq!(v["api"], format!("{base}/crates-io"));
+
+    let r = http_client()
+        .get(cd.url("/crates-io/index/config.json"))
+        .header("host", "user@evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a Host that is not host[:port]");
+
+    let cd = Cratedock::start(&format!(
+        "[server]\npublic_url = \"https://cratedock.corp.example/mirror/\"\n{}",
+        mirror_config(&up.index_url(), "")
+    ))
+    .await;
+    let v = config_json(&cd).await;
+    assert_eq!(
+        v["dl"],
+        "https://cratedock.corp.example/mirror/crates-io/api/v1/crates"
+    );
+    assert_eq!(v["api"], "https://cratedock.corp.example/mirror/crates-io");
+    assert_eq!(up.hits("/"), 0, "served without the upstream");
+}
+
+/// Sends a GET on `conn` and reads until the end of the response head.
+async fn request(conn: &mut TcpStream, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a response");
+        head.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let up = FakeUpstream::start().await;
+    let cd = Cratedock::start(&format!(
+        "[server]\nmax_connections = 1\n{}",
+        mirror_config(&up.index_url(), "")
+    ))
+    .await;
+    let addr = format!("127.0.0.1:{}", cd.port);
+    let mut first = TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        request(&mut first, "/health/live")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // The second connection is not served while the first holds the only slot. (Nothing can
+    // be observed of a connection not accepted: half a second without an answer stands for
+    // "not served", and a loaded machine only makes the check weaker, never flaky.)
+    let mut second = TcpStream::connect(&addr).await.unwrap();
+    let waiting = tokio::spawn(async move { request(&mut second, "/health/live").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served beyond max_connections");
+
+    drop(first);
+    let head = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("served once the slot is free")
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// Whether the server closes `conn` (EOF) within a generous bound.
+async fn closed_by_server(mut conn: TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_send_their_headers_in_time_are_disconnected() {
+    let up = FakeUpstream::start().await;
+    for h2c in [true, false] {
+        let cd = Cratedock::start(&format!(
+            "[server]\nheader_read_timeout_ms = 300\nh2c_upgrade = {h2c}\n{}",
+            mirror_config(&up.index_url(), "")
+        ))
+        .await;
+        let addr = format!("127.0.0.1:{}", cd.port);
+        // Half a request head, then nothing.
+        let mut partial = TcpStream::connect(&addr).await.unwrap();
+        partial
+            .write_all(b"GET /health/live HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        assert!(
+            closed_by_server(partial).await,
+            "h2c_upgrade = {h2c}: partial head"
+        );
+        // Nothing at all.
+        let silent = TcpStream::connect(&addr).await.unwrap();
+        assert!(
+            closed_by_server(silent).await,
+            "h2c_upgrade = {h2c}: silence"
+        );
+        // A client that keeps up is served.
+        let mut ok = TcpStream::connect(&addr).await.unwrap();
+        assert!(
+            request(&mut ok, "/health/live")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+}
