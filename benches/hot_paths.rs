@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench hot_paths`
 
+// Support modules are shared between test binaries: their `pub` items are for the others.
+#![allow(unreachable_pub)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,6 +12,9 @@
 //! `OUT_DIR/hot.env` (paths of a ~180 KB index file, a ~99 KB crate and a ~1.5 MB crate), then
 //! serves until killed.
 
+// Support modules are shared between test binaries: their `pub` items are for the others.
+#![allow(unreachable_pub)]
+
 #[allow(dead_code)]
 #[path = "../tests/it/support/registry.rs"]
 mod registry;

@@ -100,7 +100,7 @@ impl App {
         Ok(())
     }
 
-    pub fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
+    pub(crate) fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
         self.mirrors.get(name)
     }
 

@@ -9,12 +9,12 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod index;
 pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod store;
 
-pub(crate) mod index;
 pub(crate) mod mirror;
 pub(crate) mod upstream;
 

@@ -182,43 +182,43 @@ pub struct MirrorConfig {
 mod d {
     use super::ClientAuth;
 
-    pub fn client_auth() -> ClientAuth {
+    pub(super) fn client_auth() -> ClientAuth {
         ClientAuth::Off
     }
-    pub fn reload_interval_ms() -> u64 {
+    pub(super) fn reload_interval_ms() -> u64 {
         10_000
     }
-    pub fn handshake_timeout_ms() -> u64 {
+    pub(super) fn handshake_timeout_ms() -> u64 {
         10_000
     }
-    pub fn system_roots() -> bool {
+    pub(super) fn system_roots() -> bool {
         true
     }
-    pub fn connect_timeout_ms() -> u64 {
+    pub(super) fn connect_timeout_ms() -> u64 {
         5_000
     }
-    pub fn request_timeout_ms() -> u64 {
+    pub(super) fn request_timeout_ms() -> u64 {
         30_000
     }
-    pub fn download_timeout_ms() -> u64 {
+    pub(super) fn download_timeout_ms() -> u64 {
         300_000
     }
-    pub fn retries() -> u32 {
+    pub(super) fn retries() -> u32 {
         2
     }
-    pub fn index_ttl_ms() -> u64 {
+    pub(super) fn index_ttl_ms() -> u64 {
         60_000
     }
-    pub fn stale_while_revalidate_ms() -> u64 {
+    pub(super) fn stale_while_revalidate_ms() -> u64 {
         60_000
     }
-    pub fn stale_if_error_max_age_ms() -> u64 {
+    pub(super) fn stale_if_error_max_age_ms() -> u64 {
         7 * 24 * 3600 * 1000
     }
-    pub fn revalidate_wait_ms() -> u64 {
+    pub(super) fn revalidate_wait_ms() -> u64 {
         5_000
     }
-    pub fn negative_ttl_ms() -> u64 {
+    pub(super) fn negative_ttl_ms() -> u64 {
         30_000
     }
 }

@@ -27,7 +27,7 @@ fn mirror<'a>(app: &'a App, registry: &str) -> Result<&'a Arc<Mirror>, ApiError>
 }
 
 /// `config.json` pointing cargo's downloads and API calls back at cratedock.
-pub async fn config_json(
+pub(super) async fn config_json(
     State(app): State<Arc<App>>,
     Path(registry): Path<String>,
     req: Request,
@@ -75,7 +75,7 @@ fn request_authority(req: &Request) -> Result<String, ApiError> {
     }
 }
 
-pub async fn index_file(
+pub(super) async fn index_file(
     State(app): State<Arc<App>>,
     Path((registry, path)): Path<(String, String)>,
     headers: HeaderMap,
@@ -137,7 +137,7 @@ fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 }
 
 /// Publish, yank, owners and search do not exist on a mirror; say so in cargo's words.
-pub async fn api_unsupported(
+pub(super) async fn api_unsupported(
     State(app): State<Arc<App>>,
     Path((registry, _)): Path<(String, String)>,
 ) -> ApiError {
@@ -150,7 +150,7 @@ pub async fn api_unsupported(
     }
 }
 
-pub async fn download(
+pub(super) async fn download(
     State(app): State<Arc<App>>,
     Path((registry, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {

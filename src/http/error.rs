@@ -41,7 +41,7 @@ pub enum ApiError {
 /// The cause of a failed request, handed to the observing middleware in the response's
 /// extensions to be logged once.
 #[derive(Debug, Clone)]
-pub struct ErrorCause(pub String);
+pub(super) struct ErrorCause(pub String);
 
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -183,14 +183,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub async fn unknown_route(uri: http::Uri) -> ApiError {
+pub(super) async fn unknown_route(uri: http::Uri) -> ApiError {
     let path: String = uri.path().chars().take(200).collect();
     ApiError::not_found(format!(
         "no such route: {path} (index files are under /{{registry}}/index/, downloads under /{{registry}}/api/v1/crates/)"
     ))
 }
 
-pub async fn method_not_allowed(method: http::Method) -> ApiError {
+pub(super) async fn method_not_allowed(method: http::Method) -> ApiError {
     ApiError::MethodNotAllowed(format!("method {method} is not allowed on this route"))
 }
 

@@ -34,7 +34,7 @@ fn request_id(req: &Request) -> HeaderValue {
         .expect("hex digits are a valid header value")
 }
 
-pub async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()

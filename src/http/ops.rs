@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::app::App;
 
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.update_gauges();
     let mut resp = app.metrics.render().into_response();
     resp.headers_mut().insert(
@@ -19,12 +19,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 /// The process is up and serving HTTP.
-pub async fn live() -> &'static str {
+pub(super) async fn live() -> &'static str {
     "ok\n"
 }
 
 /// Ready to take traffic: started, and not shutting down.
-pub async fn ready(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+pub(super) async fn ready(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     if app.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {

@@ -6,13 +6,13 @@ use super::prefix_of;
 
 /// What cratedock reads of an upstream's `config.json`.
 #[derive(Debug, Clone, Deserialize)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     pub dl: String,
 }
 
 /// The `config.json` cratedock serves for `registry`: downloads and API calls come back to
 /// cratedock at `base` (scheme, host and optional path, without a trailing slash).
-pub fn served_config(base: &str, registry: &str) -> String {
+pub(crate) fn served_config(base: &str, registry: &str) -> String {
     serde_json::json!({
         "dl": format!("{base}/{registry}/api/v1/crates"),
         "api": format!("{base}/{registry}"),
@@ -21,7 +21,7 @@ pub fn served_config(base: &str, registry: &str) -> String {
 }
 
 /// Fills a `dl` template the way cargo does (markers, or the legacy suffix).
-pub fn download_url(dl: &str, name: &str, version: &str, cksum: &str) -> String {
+pub(crate) fn download_url(dl: &str, name: &str, version: &str, cksum: &str) -> String {
     const MARKERS: [&str; 5] = [
         "{crate}",
         "{version}",

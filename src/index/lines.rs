@@ -2,9 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::store::IndexFile;
-
-use super::UpstreamConfig;
+use super::{IndexFile, UpstreamConfig};
 
 /// What the body check reads of each line.
 #[derive(Deserialize)]
@@ -17,14 +15,14 @@ struct LineHead<'a> {
 
 /// What a download needs from a line: the original-case name, the version and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct IndexLine {
+pub(crate) struct IndexLine {
     pub name: String,
     pub vers: String,
     pub cksum: String,
 }
 
 /// Checks that an index body is what was asked for, not an error page that came with a 200.
-pub fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String> {
+pub(crate) fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String> {
     match file {
         IndexFile::Config => serde_json::from_slice::<UpstreamConfig>(body)
             .map(|_| ())
@@ -53,7 +51,7 @@ pub fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String> {
 }
 
 /// The line of `version` in an index body.
-pub fn find_version(body: &[u8], version: &str) -> Option<IndexLine> {
+pub(crate) fn find_version(body: &[u8], version: &str) -> Option<IndexLine> {
     body.split(|&b| b == b'\n')
         .filter_map(|line| serde_json::from_slice::<IndexLine>(line).ok())
         .find(|l| l.vers == version)

@@ -8,6 +8,7 @@ mod config_json;
 mod lines;
 mod path;
 
-pub use config_json::{UpstreamConfig, download_url, served_config};
-pub use lines::{IndexLine, find_version, validate_body};
-pub use path::{IndexRequest, index_path, prefix_of};
+pub(crate) use config_json::{UpstreamConfig, download_url, served_config};
+pub(crate) use lines::{IndexLine, find_version, validate_body};
+pub use path::IndexFile;
+pub(crate) use path::{IndexRequest, prefix_of};

@@ -3,7 +3,7 @@
 use crate::names::{CrateName, NameError, shown};
 
 /// The directory prefix of the sparse layout for `name`, in the name's own case (`{prefix}`).
-pub fn prefix_of(name: &str) -> String {
+pub(crate) fn prefix_of(name: &str) -> String {
     // Crate names are ASCII (checked by `CrateName::new`), so byte slicing is on char
     // boundaries; other callers pass the same names.
     match name.len() {
@@ -16,7 +16,7 @@ pub fn prefix_of(name: &str) -> String {
 }
 
 /// The sparse-index path of a crate, from its lower-cased name (`se/rd/serde`).
-pub fn index_path(name: &CrateName) -> String {
+fn index_path(name: &CrateName) -> String {
     let n = name.as_str().to_ascii_lowercase();
     let mut out = prefix_of(&n);
     out.push('/');
@@ -24,9 +24,26 @@ pub fn index_path(name: &CrateName) -> String {
     out
 }
 
+/// Which file of an index: `config.json` or one crate's file (named in lower case).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexFile {
+    Config,
+    Crate(CrateName),
+}
+
+impl IndexFile {
+    /// Its path below the index root (`config.json`, `se/rd/serde`).
+    pub fn path(&self) -> String {
+        match self {
+            IndexFile::Config => "config.json".to_owned(),
+            IndexFile::Crate(name) => index_path(name),
+        }
+    }
+}
+
 /// What a request below `/{registry}/index/` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexRequest {
+pub(crate) enum IndexRequest {
     /// `config.json`
     Config,
     /// The index file of one crate; the name is lower-case.
@@ -36,7 +53,7 @@ pub enum IndexRequest {
 impl IndexRequest {
     /// Parses the path below the index root. Cargo always requests lower-case paths; anything
     /// else, a prefix that does not match the name, or extra segments, is refused.
-    pub fn parse(path: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(path: &str) -> Result<Self, NameError> {
         if path == "config.json" {
             return Ok(Self::Config);
         }

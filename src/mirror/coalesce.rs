@@ -17,21 +17,21 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 /// The result of a flight: `None` when the task panicked or was cancelled at shutdown.
-pub type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
+pub(super) type Flight<V> = Shared<BoxFuture<'static, Option<V>>>;
 
 /// What a flight's work yields: the value for its callers and, optionally, a tail that runs
 /// after they have it, while the flight still holds its key.
-pub struct Done<V> {
+pub(super) struct Done<V> {
     value: V,
     tail: Option<BoxFuture<'static, ()>>,
 }
 
 impl<V> Done<V> {
-    pub fn value(&self) -> &V {
+    pub(super) fn value(&self) -> &V {
         &self.value
     }
 
-    pub fn then(value: V, tail: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub(super) fn then(value: V, tail: impl Future<Output = ()> + Send + 'static) -> Self {
         Self {
             value,
             tail: Some(tail.boxed()),
@@ -47,7 +47,7 @@ impl<V> From<V> for Done<V> {
 
 type Table<K, V, P> = Arc<Mutex<HashMap<K, (u64, Flight<V>, P)>>>;
 
-pub struct Coalescer<K, V, P = ()> {
+pub(super) struct Coalescer<K, V, P = ()> {
     inflight: Table<K, V, P>,
     next_id: AtomicU64,
 }
@@ -68,7 +68,7 @@ where
 {
     /// Joins the flight for `key`, starting it with `work` when none is under way. The flag is
     /// `true` for the caller that started it.
-    pub fn join<F, W, O>(&self, key: K, work: W) -> (Flight<V>, bool)
+    pub(super) fn join<F, W, O>(&self, key: K, work: W) -> (Flight<V>, bool)
     where
         W: FnOnce() -> F,
         F: Future<Output = O> + Send + 'static,
@@ -87,7 +87,7 @@ where
 {
     /// Like [`Coalescer::join`], with a progress handle: a new flight keeps `progress` and
     /// gives `work` a copy; a caller joining a running flight gets that flight's handle.
-    pub fn join_with<F, W, O>(&self, key: K, progress: P, work: W) -> (Flight<V>, P, bool)
+    pub(super) fn join_with<F, W, O>(&self, key: K, progress: P, work: W) -> (Flight<V>, P, bool)
     where
         W: FnOnce(P) -> F,
         F: Future<Output = O> + Send + 'static,
@@ -123,12 +123,12 @@ where
     }
 
     /// Flights under way, tails included.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.inflight.lock().expect("coalescer lock").len()
     }
 
     /// Whether a flight for `key` is under way.
-    pub fn is_running(&self, key: &K) -> bool {
+    pub(super) fn is_running(&self, key: &K) -> bool {
         self.inflight
             .lock()
             .expect("coalescer lock")

@@ -21,7 +21,7 @@ use crate::upstream::{CrateAnswer, Failure, UpstreamError};
 
 /// The bytes of a crate file: from memory, streamed from the blob store, or a download still
 /// arriving from the upstream.
-pub enum CrateBody {
+pub(crate) enum CrateBody {
     Memory(Bytes),
     Stored { len: u64, body: BlobStream },
     Streaming(Streamed),
@@ -56,7 +56,7 @@ enum Fetched {
 
 impl Mirror {
     /// The `.crate` file of `name` at `version`.
-    pub async fn crate_file(
+    pub(crate) async fn crate_file(
         self: &Arc<Self>,
         name: &CrateName,
         version: &Version,

@@ -10,22 +10,20 @@ use sha2::{Digest, Sha256};
 
 use super::coalesce::Done;
 use super::{IndexFlight, Mirror, MirrorError, Record};
-use crate::index::{UpstreamConfig, validate_body};
-use crate::store::{
-    BlobKey, BlobStore, CacheBook, IndexFile, IndexKey, IndexRecord, StoreError, now_ms,
-};
+use crate::index::{IndexFile, UpstreamConfig, validate_body};
+use crate::store::{BlobKey, BlobStore, CacheBook, IndexKey, IndexRecord, StoreError, now_ms};
 use crate::upstream::{Failure, IndexAnswer, UpstreamError, Validators};
 
 /// A cached index file: its body and its record (which holds cratedock's ETag and freshness).
 #[derive(Debug, Clone)]
-pub struct IndexEntry {
+pub(crate) struct IndexEntry {
     pub body: Bytes,
     pub record: Arc<IndexRecord>,
 }
 
 /// The answer for an index file.
 #[derive(Debug, Clone)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Found(IndexEntry),
     NotFound,
 }
@@ -46,7 +44,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 
 impl Mirror {
     /// The index file of crate `name`.
-    pub async fn index_file(
+    pub(crate) async fn index_file(
         self: &Arc<Self>,
         name: &crate::names::CrateName,
     ) -> Result<Lookup, MirrorError> {

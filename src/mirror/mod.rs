@@ -19,8 +19,8 @@ mod crates;
 mod index;
 mod tee;
 
-pub use crates::CrateBody;
-pub use index::{IndexEntry, Lookup};
+pub(crate) use crates::CrateBody;
+pub(crate) use index::{IndexEntry, Lookup};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ type IndexFlight = Result<Lookup, MirrorError>;
 /// file is in the blob store.
 type CrateFlight = Result<Option<Bytes>, MirrorError>;
 
-pub struct Mirror {
+pub(crate) struct Mirror {
     name: RegistryName,
     cfg: MirrorConfig,
     upstream: Arc<dyn Upstream>,
@@ -94,7 +94,7 @@ pub struct Mirror {
 }
 
 /// What a mirror is built from.
-pub struct MirrorParts {
+pub(crate) struct MirrorParts {
     pub name: RegistryName,
     pub cfg: MirrorConfig,
     pub upstream: Arc<dyn Upstream>,
@@ -112,7 +112,7 @@ enum Record {
 }
 
 impl Mirror {
-    pub fn new(p: MirrorParts) -> Self {
+    pub(crate) fn new(p: MirrorParts) -> Self {
         let ttl = Duration::from_millis(p.cfg.negative_ttl_ms.max(1));
         Self {
             negative: moka::sync::Cache::builder()
@@ -136,12 +136,12 @@ impl Mirror {
         }
     }
 
-    pub fn name(&self) -> &RegistryName {
+    pub(crate) fn name(&self) -> &RegistryName {
         &self.name
     }
 
     /// Fetches of index files and of crate files under way (with the disk writes after them).
-    pub fn fetches_in_flight(&self) -> (usize, usize) {
+    pub(crate) fn fetches_in_flight(&self) -> (usize, usize) {
         (self.index_flights.len(), self.crate_flights.len())
     }
 

@@ -53,7 +53,7 @@ struct State {
 
 /// The progress of one download, written by the download and followed by its readers.
 #[derive(Debug)]
-pub struct Download {
+pub(super) struct Download {
     state: watch::Sender<State>,
 }
 
@@ -66,7 +66,7 @@ impl Default for Download {
 }
 
 /// The bytes of a download as a stream, and the length the upstream announced.
-pub struct Streamed {
+pub(crate) struct Streamed {
     pub body: BoxStream<'static, io::Result<Bytes>>,
     pub len: Option<u64>,
 }
@@ -79,7 +79,7 @@ impl std::fmt::Debug for Streamed {
 
 impl Download {
     /// The upstream answered with a file that readers follow in memory.
-    pub fn start_in_memory(&self, len: Option<u64>) {
+    pub(super) fn start_in_memory(&self, len: Option<u64>) {
         self.state.send_modify(|s| {
             s.source = Some(Source::Memory(Vec::new()));
             s.len = len;
@@ -88,7 +88,7 @@ impl Download {
 
     /// The upstream answered with a file that readers follow through `reader`, a reader of
     /// the temporary blob it is written to.
-    pub fn start_in_blob(&self, reader: Arc<dyn BlobReader>, len: Option<u64>) {
+    pub(super) fn start_in_blob(&self, reader: Arc<dyn BlobReader>, len: Option<u64>) {
         self.state.send_modify(|s| {
             s.source = Some(Source::Blob(reader));
             s.len = len;
@@ -96,7 +96,7 @@ impl Download {
     }
 
     /// `chunk` arrived (and, for a blob download, is in the blob).
-    pub fn append(&self, chunk: &Bytes) {
+    pub(super) fn append(&self, chunk: &Bytes) {
         if chunk.is_empty() {
             return;
         }
@@ -109,12 +109,12 @@ impl Download {
     }
 
     /// The whole file arrived and its checksum matched: readers may finish.
-    pub fn verified(&self) {
+    pub(super) fn verified(&self) {
         self.state.send_modify(|s| s.end = Some(Ok(())));
     }
 
     /// The download failed: readers end with `why`.
-    pub fn fail(&self, why: String) {
+    pub(super) fn fail(&self, why: String) {
         self.state.send_if_modified(|s| {
             if s.end.is_some() {
                 return false;
@@ -126,13 +126,13 @@ impl Download {
 
     /// Fails the download with "interrupted" when dropped before it ended, so that no reader
     /// waits forever on a download task that panicked or was cancelled.
-    pub fn guard(self: &Arc<Self>) -> EndGuard {
+    pub(super) fn guard(self: &Arc<Self>) -> EndGuard {
         EndGuard(self.clone())
     }
 
     /// Waits until the download starts streaming, then returns a reader from the first
     /// byte. `None` when the download ended without starting.
-    pub async fn reader(&self) -> Option<Streamed> {
+    pub(super) async fn reader(&self) -> Option<Streamed> {
         let mut rx = self.state.subscribe();
         let len = {
             let s = rx
@@ -161,7 +161,7 @@ impl Download {
     }
 }
 
-pub struct EndGuard(Arc<Download>);
+pub(super) struct EndGuard(Arc<Download>);
 
 impl Drop for EndGuard {
     fn drop(&mut self) {

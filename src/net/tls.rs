@@ -63,7 +63,7 @@ fn check_validity(cert: &CertificateDer<'_>, path: &Path) -> Result<i64, TlsErro
 }
 
 /// Loads and checks a certificate chain and its key: readable, unexpired, and matching.
-pub fn load_certified_key(
+pub(super) fn load_certified_key(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<(Arc<CertifiedKey>, i64), TlsError> {

@@ -3,15 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::index::index_path;
+use crate::index::IndexFile;
 use crate::names::{CrateName, RegistryName, Version};
-
-/// Which index file of a registry: the upstream's `config.json` or one crate's file.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum IndexFile {
-    Config,
-    Crate(CrateName),
-}
 
 /// Key of a cached index file. The crate name is lower-case, as in the sparse layout.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,10 +30,7 @@ impl IndexKey {
 
     /// Path relative to the registry's index root, as the sparse protocol spells it.
     pub fn index_path(&self) -> String {
-        match &self.file {
-            IndexFile::Config => "config.json".to_owned(),
-            IndexFile::Crate(name) => index_path(name),
-        }
+        self.file.path()
     }
 
     /// Name of the bookkeeping record.

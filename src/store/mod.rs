@@ -17,7 +17,7 @@ pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
 pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};
 pub use cached_book::CachedBook;
 pub use fs::FsBlobStore;
-pub use keys::{BlobKey, CrateKey, IndexFile, IndexKey};
+pub use keys::{BlobKey, CrateKey, IndexKey};
 pub use sled_book::SledBook;
 pub use tier::MemoryTier;
 

@@ -52,7 +52,7 @@ pub fn system_roots() -> RootCertStore {
 }
 
 /// The upstream of one mirror registry.
-pub struct HttpUpstream {
+pub(crate) struct HttpUpstream {
     registry: RegistryName,
     base: String,
     /// `scheme://authority/` of `base`: the token goes only to URLs below it.
@@ -108,7 +108,7 @@ fn tls_config(
 }
 
 impl HttpUpstream {
-    pub fn new(
+    pub(crate) fn new(
         registry: &RegistryName,
         cfg: &MirrorConfig,
         system_roots: &RootCertStore,

@@ -9,12 +9,12 @@ use http::{HeaderMap, StatusCode, header};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
 /// Upstream freshness is capped, so that an absurd `max-age` cannot overflow the clock.
-pub const MAX_FRESHNESS: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(super) const MAX_FRESHNESS: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How long the answer to a GET of `url` with `request` headers stays fresh; `None` when the
 /// answer says nothing about freshness (the caller's default applies). A `304` is judged as
 /// the `200` it renews.
-pub fn fresh_for(
+pub(super) fn fresh_for(
     url: &str,
     request: &HeaderMap,
     response: &HeaderMap,

@@ -10,9 +10,10 @@ mod error;
 mod freshness;
 mod retry;
 
-pub use client::{HttpUpstream, system_roots};
-pub use error::{Blame, Failure, UpstreamError};
-pub use retry::RetryPolicy;
+pub(crate) use client::HttpUpstream;
+pub use client::system_roots;
+pub(crate) use error::{Blame, Failure, UpstreamError};
+pub(crate) use retry::RetryPolicy;
 
 use std::time::Duration;
 
@@ -22,20 +23,20 @@ use futures_util::stream::BoxStream;
 
 /// The validators of a cached file, sent back to revalidate it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
+pub(crate) struct Validators {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
 }
 
 impl Validators {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.etag.is_none() && self.last_modified.is_none()
     }
 }
 
 /// The upstream's answer for an index file.
 #[derive(Debug)]
-pub enum IndexAnswer {
+pub(crate) enum IndexAnswer {
     /// A new body, its validators and how long it stays fresh (`None`: the upstream did not
     /// say).
     Body {
@@ -50,20 +51,20 @@ pub enum IndexAnswer {
 }
 
 /// A crate file arriving from the upstream.
-pub struct CrateStream {
+pub(crate) struct CrateStream {
     /// The length the upstream announced.
     pub len: Option<u64>,
     pub chunks: BoxStream<'static, Result<Bytes, UpstreamError>>,
 }
 
 /// The upstream's answer for a crate file.
-pub enum CrateAnswer {
+pub(crate) enum CrateAnswer {
     Body(CrateStream),
     NotFound,
 }
 
 #[async_trait]
-pub trait Upstream: Send + Sync + 'static {
+pub(crate) trait Upstream: Send + Sync + 'static {
     /// Fetches the index file at `path` below the upstream's index root; a conditional request
     /// when `validators` are given.
     async fn index_file(

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::UpstreamError;
 
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt.
     pub retries: u32,
     /// The first backoff; each next one doubles, up to `cap`.
@@ -18,7 +18,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(retries: u32) -> Self {
+    pub(crate) fn new(retries: u32) -> Self {
         Self {
             retries,
             base: Duration::from_millis(100),
@@ -28,7 +28,7 @@ impl RetryPolicy {
     }
 
     /// How long to wait before attempt `attempt + 1` after `error`; `None`: do not retry.
-    pub fn next_wait(&self, attempt: u32, error: &UpstreamError) -> Option<Duration> {
+    pub(crate) fn next_wait(&self, attempt: u32, error: &UpstreamError) -> Option<Duration> {
         if attempt >= self.retries || !error.retryable() {
             return None;
         }
@@ -41,7 +41,7 @@ impl RetryPolicy {
 
     /// `base * 2^attempt` capped at `cap`, plus up to half of it again at random, so that
     /// clients that failed together do not retry together.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self.base.saturating_mul(1 << attempt.min(16)).min(self.cap);
         let jitter_ms = exp.as_millis() as u64 / 2;
         let random = std::collections::hash_map::RandomState::new()
@@ -52,7 +52,7 @@ impl RetryPolicy {
 }
 
 /// Reads a `Retry-After` value: delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(super) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -3,9 +3,13 @@
 //! Test bodies run on the test thread (which may block on a cargo process) while the fake
 //! upstream runs on the runtime's worker threads.
 
+// Support modules are shared between test binaries: their `pub` items are for the others.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod faults;
+mod layers;
 mod mirror;
 mod operations;
 mod recovery;
