@@ -137,7 +137,7 @@ fn memory_tier(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let below = Arc::new(FsBlobStore::open(dir.path()).unwrap());
-    let tier = MemoryTier::new(below, 64 * 1024 * 1024, 2 * 1024 * 1024);
+    let tier: MemoryTier = MemoryTier::new(below, 64 * 1024 * 1024, 2 * 1024 * 1024);
     let key = |r: &RegistryName, n: &CrateName, v: &Version| BlobKey::Crate(CrateKey::new(r, n, v));
     let registry = RegistryName::new("crates-io").unwrap();
     let version = Version::new("1.0.0").unwrap();
@@ -146,7 +146,7 @@ fn memory_tier(c: &mut Criterion) {
         .collect();
     let small = bytes::Bytes::from(vec![7u8; 4096]);
     for n in &names {
-        tier.remember(key(&registry, n, &version), small.clone());
+        tier.remember(key(&registry, n, &version), small.clone(), None);
     }
     let mut g = c.benchmark_group("memory_tier");
     g.measurement_time(Duration::from_secs(3))
@@ -168,7 +168,7 @@ fn memory_tier(c: &mut Criterion) {
         b.iter(|| {
             n += 1;
             let name = CrateName::new(&format!("churn-{n}")).unwrap();
-            tier.remember(key(&registry, &name, &version), big.clone())
+            tier.remember(key(&registry, &name, &version), big.clone(), None)
         })
     });
     g.finish();

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 checked_at_ms: to_ms(now),
                 size: body.len() as u64,
                 missing_since_ms: None,
+                missing_seen_ms: None,
             },
         )
         .await?;

@@ -10,10 +10,11 @@ use anyhow::Context;
 
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
+use crate::mirror::IndexMeta;
 use crate::mirror::{Mirror, MirrorParts};
 use crate::names::RegistryName;
 use crate::net::Readiness;
-use crate::store::{BlobStore, CacheBook, CachedBook, FsBlobStore, MemoryTier, SledBook};
+use crate::store::{BlobStore, CacheBook, FsBlobStore, MemoryTier, SledBook};
 use crate::upstream::{HttpUpstream, system_roots};
 
 pub struct App {
@@ -21,8 +22,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     mirrors: BTreeMap<String, Arc<Mirror>>,
-    blobs: MemoryTier,
-    book: Arc<CachedBook>,
+    blobs: MemoryTier<Arc<IndexMeta>>,
+    book: Arc<dyn CacheBook>,
 }
 
 impl App {
@@ -44,13 +45,11 @@ impl App {
                 .with_context(|| format!("cannot use the data folder {}", dir.display()))?,
         );
         let metrics = Arc::new(Metrics::new());
-        let blobs = MemoryTier::new(
+        let blobs: MemoryTier<Arc<IndexMeta>> = MemoryTier::new(
             fs,
             config.cache.memory_max_bytes,
             config.cache.memory_max_item_bytes,
         );
-        // Records are remembered beside the bytes, in up to an eighth as much memory.
-        let book = Arc::new(CachedBook::new(book, config.cache.memory_max_bytes / 8));
         let needs_roots = config.registries.values().any(|r| {
             let RegistryConfig::Mirror(m) = r;
             m.upstream.starts_with("https://") && m.system_roots

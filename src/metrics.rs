@@ -25,7 +25,7 @@ pub struct Metrics {
     /// (hit, miss, stale, revalidated, negative).
     pub cache_results: IntCounterVec,
     /// Requests to upstreams, by registry, kind and outcome (ok, not_modified, not_found,
-    /// status_4xx, status_5xx, timeout, connect, body, invalid).
+    /// status_4xx, status_5xx, timeout, connect, body, invalid, cancelled).
     pub upstream_requests: IntCounterVec,
     /// Upstream request latency, by registry and kind.
     pub upstream_seconds: HistogramVec,

@@ -108,14 +108,6 @@ mod tests {
     use super::*;
     use crate::config::CliOverrides;
 
-    fn merge(text: &str, env: &[(&str, &str)], cli: &CliOverrides) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::merge("test.toml", text, &env, cli)
-    }
-
     #[test]
     fn bad_values_are_refused_with_the_key() {
         for (text, needle) in [
@@ -131,7 +123,7 @@ mod tests {
             ("[server]\npublic_url = \"ftp://x\"\n", "server.public_url"),
             ("[cache]\nmemory_max_bytes = -1\n", "memory_max_bytes"),
         ] {
-            let e = merge(text, &[], &CliOverrides::default())
+            let e = Config::merge("test.toml", text, &[], &CliOverrides::default())
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{needle}: {e}");

@@ -96,12 +96,12 @@ pub(super) async fn index_file(
 }
 
 fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
-    let max_age = entry.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
+    let max_age = entry.meta.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
     let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .expect("digits are a valid header value");
-    // cratedock's ETag is hex digits in quotes; a record that holds anything else goes out
-    // without one.
-    let etag = HeaderValue::from_str(&entry.record.etag).ok();
+    // cratedock's ETag is hex digits in quotes (shared, not copied); a record that holds
+    // anything else goes out without one.
+    let etag = HeaderValue::from_maybe_shared(entry.meta.etag.clone()).ok();
     if let Some(etag) = &etag
         && if_none_match(headers, etag)
     {

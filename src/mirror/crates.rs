@@ -14,8 +14,8 @@ use super::{CrateFlight, Mirror, MirrorError, Record};
 use crate::index::{IndexLine, download_url, find_version};
 use crate::names::{CrateName, Version};
 use crate::store::{
-    Blob, BlobKey, BlobStore, BlobStream, CacheBook, CrateKey, CrateRecord, IndexKey, StoreError,
-    TempBlob, now_ms,
+    Blob, BlobKey, BlobStore, BlobStream, CrateKey, CrateRecord, IndexKey, StoreError, TempBlob,
+    now_ms,
 };
 use crate::upstream::{CrateAnswer, Failure, UpstreamError};
 
@@ -161,14 +161,15 @@ impl Mirror {
             if let Some(line) = find_version(&entry.body, key.version.as_str()) {
                 return Ok(line);
             }
-            let just_checked = now_ms().saturating_sub(entry.record.checked_at_ms) < 1_000;
+            let just_checked = now_ms().saturating_sub(entry.meta.record.checked_at_ms) < 1_000;
             if refreshed || just_checked {
                 return Err(not_found());
             }
             refreshed = true;
             match self.refresh(&ikey, Some(entry)).await {
-                // The upstream could not say; the version is not in the copy at hand.
-                Err(e) if e.upstream_failed() => return Err(not_found()),
+                // The upstream answers "not found" for the crate (a hiccup while the copy at
+                // hand stands in): the version is not in that copy.
+                Err(e) if e.is_upstream_not_found() => return Err(not_found()),
                 other => other?,
             };
         }
@@ -311,7 +312,7 @@ impl Mirror {
         let blob = BlobKey::Crate(key.clone());
         let bytes = keep.map(BytesMut::freeze);
         if let Some(b) = &bytes {
-            self.blobs.remember(blob.clone(), b.clone());
+            self.blobs.remember(blob.clone(), b.clone(), None);
         }
         match (tmp, bytes) {
             (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, record)),

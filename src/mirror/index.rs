@@ -11,14 +11,31 @@ use sha2::{Digest, Sha256};
 use super::coalesce::Done;
 use super::{IndexFlight, Mirror, MirrorError, Record};
 use crate::index::{IndexFile, UpstreamConfig, validate_body};
-use crate::store::{BlobKey, BlobStore, CacheBook, IndexKey, IndexRecord, StoreError, now_ms};
+use crate::store::{BlobKey, BlobStore, IndexKey, IndexRecord, StoreError, now_ms};
 use crate::upstream::{Failure, IndexAnswer, UpstreamError, Validators};
 
-/// A cached index file: its body and its record (which holds cratedock's ETag and freshness).
+/// What the mirror knows of a cached index file besides its body: the record (validators,
+/// freshness) and the ETag ready to be sent. In memory it travels with the body, so the two
+/// are always of the same write.
+#[derive(Debug)]
+pub(crate) struct IndexMeta {
+    pub(crate) record: IndexRecord,
+    /// `record.etag`, shared by every response.
+    pub(crate) etag: Bytes,
+}
+
+impl IndexMeta {
+    fn new(record: IndexRecord) -> Arc<Self> {
+        let etag = Bytes::from(record.etag.clone());
+        Arc::new(Self { record, etag })
+    }
+}
+
+/// A cached index file: its body and what the mirror knows of it.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexEntry {
-    pub body: Bytes,
-    pub record: Arc<IndexRecord>,
+    pub(crate) body: Bytes,
+    pub(crate) meta: Arc<IndexMeta>,
 }
 
 /// The answer for an index file.
@@ -53,7 +70,7 @@ impl Mirror {
 
     pub(super) async fn lookup(self: &Arc<Self>, key: &IndexKey) -> Result<Lookup, MirrorError> {
         let blob = BlobKey::Index(key.clone());
-        let (entry, tier) = match self.cached_entry(key, &blob) {
+        let (entry, tier) = match self.cached_entry(&blob) {
             Some(e) => (Some(e), "memory"),
             None => match self.load_index(key, &blob).await? {
                 Some(e) => (Some(e), "disk"),
@@ -71,11 +88,11 @@ impl Mirror {
             }
             return self.refresh(key, None).await;
         };
-        if now < entry.record.fresh_until_ms {
+        if now < entry.meta.record.fresh_until_ms {
             self.metrics.cache("index", tier, "hit");
             return Ok(Lookup::Found(entry));
         }
-        let stale_for = now - entry.record.fresh_until_ms;
+        let stale_for = now - entry.meta.record.fresh_until_ms;
         if stale_for < self.cfg.stale_while_revalidate_ms {
             self.refresh_in_background(key, entry.clone());
             self.metrics.cache("index", tier, "stale");
@@ -97,20 +114,28 @@ impl Mirror {
         }
     }
 
-    /// The entry when memory holds both its record and its body (no I/O, no blocking call).
-    fn cached_entry(&self, key: &IndexKey, blob: &BlobKey) -> Option<IndexEntry> {
-        let record = self.book.cached_index(key)?;
-        let body = self.blobs.cached(blob)?;
-        // A body and a record from different writes are not paired.
-        (body.len() as u64 == record.size).then_some(IndexEntry { body, record })
+    /// The entry when memory holds it (no I/O, no blocking call).
+    fn cached_entry(&self, blob: &BlobKey) -> Option<IndexEntry> {
+        let held = self.blobs.held(blob)?;
+        Some(IndexEntry {
+            body: held.bytes,
+            meta: held.attached?,
+        })
     }
 
+    /// Keeps an entry in memory: the body and its meta in one value, replacing an older one.
+    fn remember(&self, blob: BlobKey, entry: &IndexEntry) {
+        self.blobs
+            .remember(blob, entry.body.clone(), Some(entry.meta.clone()));
+    }
+
+    /// Reads an entry from the bookkeeping and the blob store.
     async fn load_index(
         &self,
         key: &IndexKey,
         blob: &BlobKey,
     ) -> Result<Option<IndexEntry>, MirrorError> {
-        let record = match self.book.index_shared(key).await {
+        let record = match self.book.index(key).await {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(None),
             Err(e @ StoreError::Unreadable { .. }) => {
@@ -120,12 +145,26 @@ impl Mirror {
             }
             Err(e) => return Err(e.into()),
         };
-        let body = self.blobs.get(blob).await?;
-        match body {
-            Some(body) if body.len() as u64 == record.size => Ok(Some(IndexEntry { body, record })),
+        match self.blobs.below().get(blob).await? {
+            Some(body) if body.len() as u64 == record.size => {
+                let held = self.blobs.fill(
+                    blob.clone(),
+                    body.clone(),
+                    Some(IndexMeta::new(record.clone())),
+                );
+                // A copy remembered while this one was read is newer: take it.
+                let meta = held.attached.unwrap_or_else(|| IndexMeta::new(record));
+                Ok(Some(IndexEntry {
+                    body: held.bytes,
+                    meta,
+                }))
+            }
+            // A fetch is writing the file: its body and its record are not both in place
+            // yet. The caller joins that fetch.
+            _ if self.index_flights.is_running(key) => Ok(None),
             other => {
-                // Bookkeeping without its file (removed by hand), or a body and a record that
-                // a crash between their writes left unpaired: forget both.
+                // A record without its file (removed by hand), or a body and a record that a
+                // crash between their writes left unpaired: forget both.
                 tracing::warn!(
                     registry = %self.name, file = %key.index_path(),
                     found = other.is_some(), "index record without its file; fetching it again"
@@ -204,19 +243,22 @@ impl Mirror {
         old: Option<IndexEntry>,
     ) -> Result<(Lookup, Option<impl Future<Output = ()> + Send + 'static>), MirrorError> {
         let blob = BlobKey::Index(key.clone());
-        // A flight that finished just before this one started may have done the work already.
-        if let Some(e) = self.cached_entry(key, &blob) {
-            let replaced = old
-                .as_ref()
-                .is_none_or(|o| !Arc::ptr_eq(&o.record, &e.record));
-            if replaced && now_ms() < e.record.fresh_until_ms {
-                return Ok((Lookup::Found(e), None));
+        // A flight that finished just before this one started may have done the work already;
+        // if it left a stale copy, that copy is the one to revalidate.
+        let mut old = old;
+        if let Some(e) = self.cached_entry(&blob) {
+            let replaced = old.as_ref().is_none_or(|o| !Arc::ptr_eq(&o.meta, &e.meta));
+            if replaced {
+                if now_ms() < e.meta.record.fresh_until_ms {
+                    return Ok((Lookup::Found(e), None));
+                }
+                old = Some(e);
             }
         }
         let path = key.index_path();
         let validators = old.as_ref().map(|o| Validators {
-            etag: o.record.upstream_etag.clone(),
-            last_modified: o.record.upstream_last_modified.clone(),
+            etag: o.meta.record.upstream_etag.clone(),
+            last_modified: o.meta.record.upstream_last_modified.clone(),
         });
         let validators = validators.filter(|v| !v.is_empty());
         let answer = self.upstream.index_file(&path, validators.as_ref()).await?;
@@ -233,7 +275,7 @@ impl Mirror {
                     return Err(UpstreamError::new(&self.name, what, Failure::Invalid(why)).into());
                 }
                 let lifetime_ms = fresh_for.map_or(ttl_ms, |d| d.as_millis() as u64);
-                let record = Arc::new(IndexRecord {
+                let meta = IndexMeta::new(IndexRecord {
                     etag: etag_of(&body),
                     upstream_etag: validators.etag,
                     upstream_last_modified: validators.last_modified,
@@ -242,19 +284,17 @@ impl Mirror {
                     checked_at_ms: now,
                     size: body.len() as u64,
                     missing_since_ms: None,
+                    missing_seen_ms: None,
                 });
-                // The body before its record: a reader in between pairs the new body with the
-                // old ETag at worst, which its next conditional request corrects.
-                self.blobs.remember(blob.clone(), body.clone());
-                self.book.remember_index(key.clone(), record.clone());
-                self.negative.invalidate(key);
-                self.metrics.cache("index", "upstream", "miss");
                 let entry = IndexEntry {
                     body: body.clone(),
-                    record: record.clone(),
+                    meta: meta.clone(),
                 };
+                self.remember(blob.clone(), &entry);
+                self.negative.invalidate(key);
+                self.metrics.cache("index", "upstream", "miss");
                 let persist =
-                    Arc::clone(self).persist(blob, body, Record::Index(key.clone(), record));
+                    Arc::clone(self).persist(blob, body, Record::Index(key.clone(), meta));
                 Ok((Lookup::Found(entry), Some(persist)))
             }
             IndexAnswer::NotModified { fresh_for } => {
@@ -267,7 +307,7 @@ impl Mirror {
                 // full answer did.
                 let lifetime_ms = match fresh_for {
                     Some(d) => d.as_millis() as u64,
-                    None if old.record.lifetime_ms > 0 => old.record.lifetime_ms,
+                    None if old.meta.record.lifetime_ms > 0 => old.meta.record.lifetime_ms,
                     None => ttl_ms,
                 };
                 let record = IndexRecord {
@@ -275,20 +315,21 @@ impl Mirror {
                     lifetime_ms,
                     checked_at_ms: now,
                     missing_since_ms: None,
-                    ..(*old.record).clone()
+                    missing_seen_ms: None,
+                    ..old.meta.record.clone()
                 };
                 self.book.put_index(key, &record).await?;
-                self.blobs.remember(blob, old.body.clone());
-                self.metrics.cache("index", "upstream", "revalidated");
                 let entry = IndexEntry {
                     body: old.body,
-                    record: Arc::new(record),
+                    meta: IndexMeta::new(record),
                 };
+                self.remember(blob, &entry);
+                self.metrics.cache("index", "upstream", "revalidated");
                 Ok((Lookup::Found(entry), None))
             }
             IndexAnswer::NotFound => {
                 if let Some(old) = &old
-                    && self.missing_is_a_hiccup(key, old, now).await?
+                    && self.missing_is_a_hiccup(key, &blob, old, now).await?
                 {
                     let what = format!("index file {path}");
                     return Err(UpstreamError::new(&self.name, what, Failure::Status(404)).into());
@@ -304,24 +345,37 @@ impl Mirror {
     }
 
     /// A "not found" for a file cratedock holds is a hiccup (a CDN answering 404 for a moment)
-    /// until it has lasted `negative_ttl_ms`, and while the copy is within
-    /// `stale_if_error_max_age_ms`; then it is a removal. Notes when it was first seen.
+    /// until the 404s have lasted `negative_ttl_ms`, and while the copy is within
+    /// `stale_if_error_max_age_ms`; then it is a removal. 404s further apart than
+    /// `negative_ttl_ms` are separate hiccups. Notes when the 404s began and were last seen.
     async fn missing_is_a_hiccup(
         &self,
         key: &IndexKey,
+        blob: &BlobKey,
         old: &IndexEntry,
         now: u64,
     ) -> Result<bool, MirrorError> {
-        let since = old.record.missing_since_ms.unwrap_or(now);
-        let stale_for = now.saturating_sub(old.record.fresh_until_ms);
-        let hiccup = now.saturating_sub(since) < self.cfg.negative_ttl_ms
-            && stale_for < self.cfg.stale_if_error_max_age_ms;
-        if hiccup && old.record.missing_since_ms.is_none() {
+        let r = &old.meta.record;
+        let window = self.cfg.negative_ttl_ms;
+        let since = match (r.missing_since_ms, r.missing_seen_ms) {
+            (Some(since), Some(seen)) if now.saturating_sub(seen) <= window => since,
+            _ => now,
+        };
+        let stale_for = now.saturating_sub(r.fresh_until_ms);
+        let hiccup =
+            now.saturating_sub(since) < window && stale_for < self.cfg.stale_if_error_max_age_ms;
+        if hiccup {
             let record = IndexRecord {
-                missing_since_ms: Some(now),
-                ..(*old.record).clone()
+                missing_since_ms: Some(since),
+                missing_seen_ms: Some(now),
+                ..r.clone()
             };
             self.book.put_index(key, &record).await?;
+            let entry = IndexEntry {
+                body: old.body.clone(),
+                meta: IndexMeta::new(record),
+            };
+            self.remember(blob.clone(), &entry);
         }
         Ok(hiccup)
     }
@@ -331,7 +385,8 @@ impl Mirror {
     /// off the first download of a cold cache.
     fn prefetch_upstream_config(self: &Arc<Self>) {
         let key = IndexKey::config(&self.name);
-        if self.book.cached_index(&key).is_some() || self.index_flights.is_running(&key) {
+        let blob = BlobKey::Index(key.clone());
+        if self.blobs.attached(&blob).is_some() || self.index_flights.is_running(&key) {
             return;
         }
         let this = Arc::clone(self);

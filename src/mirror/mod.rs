@@ -20,7 +20,7 @@ mod index;
 mod tee;
 
 pub(crate) use crates::CrateBody;
-pub(crate) use index::{IndexEntry, Lookup};
+pub(crate) use index::{IndexEntry, IndexMeta, Lookup};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,10 +30,7 @@ use bytes::Bytes;
 use crate::config::MirrorConfig;
 use crate::metrics::Metrics;
 use crate::names::RegistryName;
-use crate::store::{
-    BlobKey, BlobStore, CacheBook, CachedBook, CrateKey, CrateRecord, IndexKey, IndexRecord,
-    MemoryTier, StoreError,
-};
+use crate::store::{BlobKey, CacheBook, CrateKey, CrateRecord, IndexKey, MemoryTier, StoreError};
 use crate::upstream::{Blame, Upstream, UpstreamError};
 use coalesce::Coalescer;
 use tee::Download;
@@ -60,6 +57,12 @@ impl From<StoreError> for MirrorError {
 }
 
 impl MirrorError {
+    /// Whether the upstream answered "not found" for a file cratedock holds (see
+    /// `Mirror::missing_is_a_hiccup`).
+    fn is_upstream_not_found(&self) -> bool {
+        matches!(self, MirrorError::Upstream(e) if e.failure == crate::upstream::Failure::Status(404))
+    }
+
     /// Whether a stale copy may stand in for the answer (the upstream, not the request or
     /// cratedock, failed).
     fn upstream_failed(&self) -> bool {
@@ -80,8 +83,9 @@ pub(crate) struct Mirror {
     name: RegistryName,
     cfg: MirrorConfig,
     upstream: Arc<dyn Upstream>,
-    blobs: MemoryTier,
-    book: Arc<CachedBook>,
+    /// Blobs; an index file's body carries its [`IndexMeta`] in memory.
+    blobs: MemoryTier<Arc<IndexMeta>>,
+    book: Arc<dyn CacheBook>,
     negative: moka::sync::Cache<IndexKey, ()>,
     index_flights: Coalescer<IndexKey, IndexFlight>,
     crate_flights: Coalescer<CrateKey, CrateFlight, Arc<Download>>,
@@ -98,8 +102,8 @@ pub(crate) struct MirrorParts {
     pub name: RegistryName,
     pub cfg: MirrorConfig,
     pub upstream: Arc<dyn Upstream>,
-    pub blobs: MemoryTier,
-    pub book: Arc<CachedBook>,
+    pub blobs: MemoryTier<Arc<IndexMeta>>,
+    pub book: Arc<dyn CacheBook>,
     pub metrics: Arc<Metrics>,
     pub coalesce_wait: Duration,
     pub max_crate_bytes: u64,
@@ -107,7 +111,7 @@ pub(crate) struct MirrorParts {
 
 /// A record to write after its blob, in a flight's tail.
 enum Record {
-    Index(IndexKey, Arc<IndexRecord>),
+    Index(IndexKey, Arc<IndexMeta>),
     Crate(CrateKey, CrateRecord),
 }
 
@@ -165,14 +169,15 @@ impl Mirror {
         }
     }
 
-    /// Writes a file that was answered from memory to the blob store, then its record. It runs
-    /// in the tail of the file's flight, so writes of one file never overlap. A failure only
-    /// costs the stored copy: the memory tier has the file, and nothing half-written stays.
+    /// Writes a file that was answered from memory (where it stays) to the blob store below,
+    /// then its record. It runs in the tail of the file's flight, so writes of one file never
+    /// overlap. A failure only costs the stored copy: the memory tier has the file, and nothing
+    /// half-written stays.
     async fn persist(self: Arc<Self>, key: BlobKey, bytes: Bytes, record: Record) {
         let result = async {
-            self.blobs.put(&key, bytes).await?;
+            self.blobs.below().put(&key, bytes).await?;
             match &record {
-                Record::Index(k, r) => self.book.put_index(k, r).await,
+                Record::Index(k, m) => self.book.put_index(k, &m.record).await,
                 Record::Crate(k, r) => self.book.put_crate(k, r).await,
             }
         }

@@ -34,6 +34,9 @@ pub struct IndexRecord {
     /// once it lasts, a hiccup until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_since_ms: Option<u64>,
+    /// When the upstream last answered "not found" for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_seen_ms: Option<u64>,
 }
 
 /// Bookkeeping of one cached crate file.

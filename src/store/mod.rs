@@ -1,5 +1,5 @@
 //! Storage: bytes behind the [`BlobStore`] trait (files on disk, the memory tier in front),
-//! bookkeeping behind the [`CacheBook`] trait (sled, a record cache in front), typed keys.
+//! bookkeeping behind the [`CacheBook`] trait (sled; in memory for tests), typed keys.
 //!
 //! The rule this module keeps: a reader never sees a half-written blob, bytes never go into
 //! the bookkeeping, no backend type (sled, files) appears in a trait, and keys are typed
@@ -7,7 +7,6 @@
 
 mod blob;
 mod book;
-mod cached_book;
 mod fs;
 mod keys;
 mod sled_book;
@@ -15,11 +14,10 @@ mod tier;
 
 pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
 pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};
-pub use cached_book::CachedBook;
 pub use fs::FsBlobStore;
 pub use keys::{BlobKey, CrateKey, IndexKey};
 pub use sled_book::SledBook;
-pub use tier::MemoryTier;
+pub use tier::{Held, MemoryTier};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -23,7 +23,8 @@ pub struct SledBook {
     index: sled::Tree,
     crates: sled::Tree,
     stats: sled::Tree,
-    /// A copy of the stored totals, for [`CacheBook::totals`] without I/O.
+    /// A copy of the stored totals, for [`CacheBook::totals`] without I/O; its lock also
+    /// serializes changes.
     totals: Mutex<Totals>,
 }
 
@@ -109,15 +110,15 @@ impl SledBook {
             Some((v, size)) => Some((serde_json::to_vec(v).map_err(meta_err)?, size)),
             None => None,
         };
+        // Changes are serialized by the totals' lock, so the copy in memory is the stored
+        // value and each change starts from the one before.
+        let mut current = self.totals.lock().expect("totals lock");
         let result = (tree, &self.stats).transaction(|(t, s)| {
             let old = match &encoded {
                 Some((bytes, _)) => t.insert(key, bytes.as_slice())?,
                 None => t.remove(key)?,
             };
-            let mut totals = s
-                .get(TOTALS_KEY)?
-                .and_then(|v| serde_json::from_slice::<Totals>(&v).ok())
-                .unwrap_or_default();
+            let mut totals = *current;
             totals.adjust(kind, old_size(old), encoded.as_ref().map(|(_, size)| *size));
             let v = serde_json::to_vec(&totals)
                 .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
@@ -126,7 +127,7 @@ impl SledBook {
         });
         match result {
             Ok(totals) => {
-                *self.totals.lock().expect("totals lock") = totals;
+                *current = totals;
                 Ok(())
             }
             Err(TransactionError::Abort(e)) => Err(StoreError::Meta(e)),
@@ -216,6 +217,7 @@ mod tests {
             checked_at_ms: 4,
             size: 100,
             missing_since_ms: None,
+            missing_seen_ms: None,
         };
         book.put_index(&ik, &irec).await.unwrap();
         assert_eq!(book.index(&ik).await.unwrap(), Some(irec));

@@ -1,9 +1,11 @@
 //! The memory tier: a decorator over any [`BlobStore`] that keeps small blobs in a moka cache
-//! bounded by the bytes it holds.
+//! bounded by the bytes it holds. A blob may carry an attachment of the caller's type `A` (the
+//! mirror attaches an index file's record and ready-made ETag), kept and evicted with it.
 //!
-//! The rule this module keeps: values are reference-counted `Bytes`, so a hit hands out the
-//! cached bytes without copying them, and a hit never leaves memory (no disk, no metadata
-//! store, no blocking call).
+//! The rules this module keeps: values are reference-counted, so a hit hands out the cached
+//! bytes without copying them, and a hit never leaves memory (no disk, no bookkeeping, no
+//! blocking call); a value read from below never replaces one remembered meanwhile (that one is
+//! newer).
 
 use std::sync::Arc;
 
@@ -14,19 +16,46 @@ use moka::policy::EvictionPolicy;
 
 use super::{Blob, BlobKey, BlobStore, StoreError, TempBlob};
 
-#[derive(Clone)]
-pub struct MemoryTier {
-    cache: moka::sync::Cache<BlobKey, Bytes>,
+/// What an attachment is taken to weigh (records, headers and their allocations).
+const ATTACHMENT_WEIGHT: usize = 512;
+/// What an entry weighs beside its bytes (the key's strings, moka's node).
+const ENTRY_WEIGHT: usize = 192;
+
+/// A blob in memory, with its attachment.
+#[derive(Debug, Clone)]
+pub struct Held<A> {
+    pub bytes: Bytes,
+    pub attached: Option<A>,
+}
+
+pub struct MemoryTier<A = ()> {
+    cache: moka::sync::Cache<BlobKey, Held<A>>,
     max_item_bytes: u64,
     inner: Arc<dyn BlobStore>,
 }
 
-impl MemoryTier {
+impl<A> Clone for MemoryTier<A> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            max_item_bytes: self.max_item_bytes,
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Clone + Send + Sync + 'static> MemoryTier<A> {
     pub fn new(inner: Arc<dyn BlobStore>, max_bytes: u64, max_item_bytes: u64) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            // The key's strings and the entry's overhead count too.
-            .weigher(|_k: &BlobKey, v: &Bytes| u32::try_from(v.len() + 192).unwrap_or(u32::MAX))
+            .weigher(|_k: &BlobKey, v: &Held<A>| {
+                let extra = if v.attached.is_some() {
+                    ATTACHMENT_WEIGHT
+                } else {
+                    0
+                };
+                u32::try_from(v.bytes.len() + ENTRY_WEIGHT + extra).unwrap_or(u32::MAX)
+            })
             .eviction_policy(EvictionPolicy::lru())
             .build();
         Self {
@@ -38,16 +67,37 @@ impl MemoryTier {
 
     /// The blob when memory holds it.
     pub fn cached(&self, key: &BlobKey) -> Option<Bytes> {
+        self.cache.get(key).map(|h| h.bytes)
+    }
+
+    /// The blob and its attachment when memory holds them.
+    pub fn held(&self, key: &BlobKey) -> Option<Held<A>> {
         self.cache.get(key)
     }
 
-    /// Keeps `bytes` in memory only (the caller writes them below later, or never).
-    pub fn remember(&self, key: BlobKey, bytes: Bytes) {
+    /// The blob's attachment when memory holds the blob with one.
+    pub fn attached(&self, key: &BlobKey) -> Option<A> {
+        self.cache.get(key).and_then(|h| h.attached)
+    }
+
+    /// Keeps `bytes` (and `attached`) in memory only, replacing what memory held: the caller
+    /// has the newest copy and stores it below later, or never.
+    pub fn remember(&self, key: BlobKey, bytes: Bytes, attached: Option<A>) {
         if self.fits(bytes.len() as u64) {
-            self.cache.insert(key, bytes);
+            self.cache.insert(key, Held { bytes, attached });
         } else {
             self.cache.invalidate(&key);
         }
+    }
+
+    /// Keeps `bytes` read from below unless memory holds the blob already (a copy remembered
+    /// while they were read is newer). Returns what memory holds then, or `bytes`.
+    pub fn fill(&self, key: BlobKey, bytes: Bytes, attached: Option<A>) -> Held<A> {
+        let held = Held { bytes, attached };
+        if !self.fits(held.bytes.len() as u64) {
+            return held;
+        }
+        self.cache.entry(key).or_insert(held).into_value()
     }
 
     pub fn forget(&self, key: &BlobKey) {
@@ -64,19 +114,21 @@ impl MemoryTier {
         self.cache.run_pending_tasks();
         (self.cache.entry_count(), self.cache.weighted_size())
     }
+
+    /// The store below the memory tier.
+    pub fn below(&self) -> &dyn BlobStore {
+        self.inner.as_ref()
+    }
 }
 
 #[async_trait]
-impl BlobStore for MemoryTier {
+impl<A: Clone + Send + Sync + 'static> BlobStore for MemoryTier<A> {
     async fn get(&self, key: &BlobKey) -> Result<Option<Bytes>, StoreError> {
         if let Some(b) = self.cached(key) {
             return Ok(Some(b));
         }
         let got = self.inner.get(key).await?;
-        if let Some(b) = &got {
-            self.remember(key.clone(), b.clone());
-        }
-        Ok(got)
+        Ok(got.map(|b| self.fill(key.clone(), b, None).bytes))
     }
 
     /// Memory first; a blob read from below that fits in memory is read whole and kept.
@@ -90,14 +142,10 @@ impl BlobStore for MemoryTier {
                 while let Some(chunk) = body.next().await {
                     buf.extend_from_slice(&chunk?);
                 }
-                let bytes = buf.freeze();
-                self.remember(key.clone(), bytes.clone());
-                Ok(Some(Blob::Bytes(bytes)))
+                let held = self.fill(key.clone(), buf.freeze(), None);
+                Ok(Some(Blob::Bytes(held.bytes)))
             }
-            Some(Blob::Bytes(b)) => {
-                self.remember(key.clone(), b.clone());
-                Ok(Some(Blob::Bytes(b)))
-            }
+            Some(Blob::Bytes(b)) => Ok(Some(Blob::Bytes(self.fill(key.clone(), b, None).bytes))),
             other => Ok(other),
         }
     }
@@ -106,9 +154,14 @@ impl BlobStore for MemoryTier {
         self.inner.stat(key).await
     }
 
+    /// Writes below, then keeps the bytes in memory (without an attachment: a caller that has
+    /// one remembers it itself).
     async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
-        self.remember(key.clone(), bytes.clone());
-        self.inner.put(key, bytes).await
+        self.inner.put(key, bytes.clone()).await?;
+        if self.cached(key).is_none() {
+            self.fill(key.clone(), bytes, None);
+        }
+        Ok(())
     }
 
     async fn temp(&self) -> Result<Box<dyn TempBlob>, StoreError> {
@@ -118,5 +171,45 @@ impl BlobStore for MemoryTier {
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError> {
         self.forget(key);
         self.inner.delete(key).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{CrateName, RegistryName, Version};
+    use crate::store::{CrateKey, FsBlobStore};
+
+    #[tokio::test]
+    async fn what_is_read_from_below_never_replaces_a_newer_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let below = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        let tier: MemoryTier<u32> = MemoryTier::new(below, 1 << 20, 1 << 10);
+        let r = RegistryName::new("r").unwrap();
+        let key = BlobKey::Crate(CrateKey::new(
+            &r,
+            &CrateName::new("a").unwrap(),
+            &Version::new("1.0.0").unwrap(),
+        ));
+        tier.below()
+            .put(&key, Bytes::from_static(b"old"))
+            .await
+            .unwrap();
+        tier.remember(key.clone(), Bytes::from_static(b"new"), Some(2));
+        // A reader that read "old" from below meanwhile does not overwrite "new".
+        let held = tier.fill(key.clone(), Bytes::from_static(b"old"), Some(1));
+        assert_eq!((held.bytes.as_ref(), held.attached), (&b"new"[..], Some(2)));
+        assert_eq!(tier.attached(&key), Some(2));
+        tier.forget(&key);
+        assert_eq!(tier.get(&key).await.unwrap().unwrap(), "old");
+        assert_eq!(
+            tier.attached(&key),
+            None,
+            "filled from below: no attachment"
+        );
+        // Too large for memory: served, not kept.
+        let big = Bytes::from(vec![0u8; 2048]);
+        tier.remember(key.clone(), big, Some(3));
+        assert!(tier.cached(&key).is_none());
     }
 }

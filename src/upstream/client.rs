@@ -337,34 +337,35 @@ impl HttpUpstream {
         }
         let len = resp.content_length();
         // The attempt is counted when its body ends, however it ends.
-        let mut tally = Tally {
+        // The attempt is counted once, when its body ends, however it ends.
+        let tally = Tally {
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
             started,
             outcome: None,
         };
-        let (registry, what) = (self.registry.clone(), what.to_owned());
-        let chunks = futures_util::stream::unfold(Some(resp), move |resp| {
-            let (registry, what) = (registry.clone(), what.clone());
+        let what = what.to_owned();
+        let chunks = futures_util::stream::unfold(Some((resp, tally)), move |state| {
+            let what = what.clone();
             async move {
-                let mut resp = resp?;
+                let (mut resp, mut tally) = state?;
                 match resp.chunk().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(resp))),
-                    Ok(None) => None,
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some((resp, tally)))),
+                    Ok(None) => {
+                        tally.outcome = Some("ok");
+                        None
+                    }
                     Err(e) => {
                         let failure = if e.is_timeout() {
                             Failure::Timeout
                         } else {
                             Failure::Body(error_chain(&e))
                         };
-                        Some((Err(UpstreamError::new(&registry, what, failure)), None))
+                        let e = UpstreamError::new(&tally.registry, what, failure);
+                        tally.outcome = Some(e.outcome());
+                        Some((Err(e), None))
                     }
                 }
-            }
-        })
-        .inspect(move |item| {
-            if let Err(e) = item {
-                tally.failed(e.outcome());
             }
         })
         .boxed();
@@ -372,7 +373,8 @@ impl HttpUpstream {
     }
 }
 
-/// Counts a streamed attempt once, when the stream is dropped: `ok` unless it failed.
+/// Counts a streamed attempt once, when its stream ends or is dropped. A body its reader
+/// dropped before the end (over the size limit, a failed disk write, shutdown) is `cancelled`.
 struct Tally {
     metrics: Arc<Metrics>,
     registry: RegistryName,
@@ -380,15 +382,9 @@ struct Tally {
     outcome: Option<&'static str>,
 }
 
-impl Tally {
-    fn failed(&mut self, outcome: &'static str) {
-        self.outcome = Some(outcome);
-    }
-}
-
 impl Drop for Tally {
     fn drop(&mut self) {
-        let outcome = self.outcome.unwrap_or("ok");
+        let outcome = self.outcome.unwrap_or("cancelled");
         record(
             &self.metrics,
             &self.registry,

@@ -4,15 +4,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-async fn detail(r: reqwest::Response) -> String {
-    let body: serde_json::Value =
-        serde_json::from_slice(&r.bytes().await.unwrap()).expect("errors are JSON");
-    body["errors"][0]["detail"]
-        .as_str()
-        .expect("cargo's error shape")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checksum_mismatch_is_refused_and_not_cached() {
     let (up, cd) = one_crate_mirror("negative_ttl_ms = 4000").await;

@@ -6,12 +6,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-async fn detail(r: reqwest::Response) -> String {
-    let body: serde_json::Value =
-        serde_json::from_slice(&r.bytes().await.unwrap()).expect("errors are JSON");
-    body["errors"][0]["detail"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crate_whose_file_was_removed_is_fetched_again() {
     let up = FakeUpstream::start().await;
@@ -75,11 +69,17 @@ async fn an_upstream_404_is_a_hiccup_until_it_outlasts_the_negative_ttl() {
 
     // A real removal: the 404s outlast the negative TTL, and then the crate is gone.
     up.set_fault(Fault::Status(404), Target::Index);
+    let first_404 = std::time::Instant::now();
     assert_eq!(cd.get(path).await.status(), 200, "a new hiccup at first");
     wait_until("the removal takes effect", || async {
         cd.get(path).await.status() == 404
     })
     .await;
+    assert!(
+        first_404.elapsed() >= Duration::from_millis(3000),
+        "removed only once the 404s lasted negative_ttl_ms: {:?}",
+        first_404.elapsed()
+    );
     let r = cd.get(path).await;
     assert_eq!(r.status(), 404);
     assert!(detail(r).await.contains("does not exist"));

@@ -109,7 +109,7 @@ async fn clients_that_do_not_send_their_headers_in_time_are_disconnected() {
     let up = FakeUpstream::start().await;
     for h2c in [true, false] {
         let cd = Cratedock::start(&format!(
-            "[server]\nheader_read_timeout_ms = 300\nh2c_upgrade = {h2c}\n{}",
+            "[server]\nheader_read_timeout_ms = 2000\nh2c_upgrade = {h2c}\n{}",
             mirror_config(&up.index_url(), "")
         ))
         .await;

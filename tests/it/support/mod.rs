@@ -61,6 +61,16 @@ pub fn config_with(upstream: &str, cache: &str, registry: &str) -> String {
     )
 }
 
+/// The `detail` of a cargo-shaped error body (`{"errors":[{"detail":...}]}`).
+pub async fn detail(r: reqwest::Response) -> String {
+    let body: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.unwrap()).expect("errors are JSON");
+    body["errors"][0]["detail"]
+        .as_str()
+        .expect("cargo's error shape")
+        .to_owned()
+}
+
 /// Waits until `check` holds, polling; fails the test after 30 s.
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
