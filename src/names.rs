@@ -5,6 +5,7 @@
 //! the HTTP edge never re-checks it and can build file paths from it without escaping.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest crate name accepted (crates.io's `MAX_NAME_LENGTH`).
 pub const MAX_CRATE_NAME_LEN: usize = 64;
@@ -38,9 +39,10 @@ pub(crate) fn shown(s: &str) -> String {
     out
 }
 
-/// The name of a configured registry; it is the first path segment of all its routes.
+/// The name of a configured registry; it is the first path segment of all its routes. Shared,
+/// so that the keys built for every request copy a pointer, not the name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RegistryName(String);
+pub struct RegistryName(Arc<str>);
 
 impl RegistryName {
     pub fn new(s: &str) -> Result<Self, NameError> {
@@ -60,7 +62,7 @@ impl RegistryName {
         if RESERVED_REGISTRY_NAMES.contains(&s) {
             return err("it collides with an operational path");
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Arc::from(s)))
     }
 
     pub fn as_str(&self) -> &str {
