@@ -147,17 +147,23 @@ impl Mirror {
         };
         match self.blobs.below().get(blob).await? {
             Some(body) if body.len() as u64 == record.size => {
-                let held = self.blobs.fill(
-                    blob.clone(),
-                    body.clone(),
-                    Some(IndexMeta::new(record.clone())),
-                );
-                // A copy remembered while this one was read is newer: take it.
-                let meta = held.attached.unwrap_or_else(|| IndexMeta::new(record));
-                Ok(Some(IndexEntry {
-                    body: held.bytes,
-                    meta,
-                }))
+                let meta = IndexMeta::new(record);
+                let held = self
+                    .blobs
+                    .fill(blob.clone(), body.clone(), Some(meta.clone()));
+                match held.attached {
+                    // A copy remembered while this one was read is newer: take it.
+                    Some(newer) => Ok(Some(IndexEntry {
+                        body: held.bytes,
+                        meta: newer,
+                    })),
+                    // Bytes without a record are not an entry: keep the pair just read.
+                    None => {
+                        let entry = IndexEntry { body, meta };
+                        self.remember(blob.clone(), &entry);
+                        Ok(Some(entry))
+                    }
+                }
             }
             // A fetch is writing the file: its body and its record are not both in place
             // yet. The caller joins that fetch.
