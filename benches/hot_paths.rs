@@ -10,10 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 // The test fixtures: generated crates and the fake upstream (the bench uses part of them).
 #[allow(dead_code)]
@@ -23,47 +20,11 @@ mod registry;
 #[path = "../tests/it/support/upstream.rs"]
 mod upstream;
 
-use registry::{CrateSpec, build};
+#[path = "support/hot.rs"]
+mod hot;
+
+use hot::{INDEX, LARGE, SMALL, app, get};
 use upstream::FakeUpstream;
-
-const INDEX: &str = "/crates-io/index/ho/t-/hot-index";
-const SMALL: &str = "/crates-io/api/v1/crates/small/1.0.0/download";
-const LARGE: &str = "/crates-io/api/v1/crates/large/1.0.0/download";
-
-fn app(upstream: &str, dir: &std::path::Path, memory_item_cap: u64) -> axum::Router {
-    let toml = format!(
-        "[storage]\ndata_dir = \"{}\"\n[cache]\nmemory_max_item_bytes = {memory_item_cap}\n\
-         [registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\n\
-         index_ttl_ms = 3600000\n",
-        dir.display()
-    );
-    let config = cratedock::config::Config::merge(
-        "bench",
-        &toml,
-        &[],
-        &cratedock::config::CliOverrides::default(),
-    )
-    .expect("bench config");
-    let app =
-        cratedock::app::App::with_book(config, Arc::new(cratedock::store::MemoryBook::default()))
-            .expect("app");
-    cratedock::http::router(app)
-}
-
-async fn get(router: &axum::Router, path: &str, etag: Option<&str>) -> (u16, usize) {
-    let mut req = http::Request::get(path);
-    if let Some(e) = etag {
-        req = req.header("if-none-match", e);
-    }
-    let resp = router
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, body.len())
-}
 
 fn hot_paths(c: &mut Criterion) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -75,30 +36,17 @@ fn hot_paths(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, in_memory, on_disk, index_len, etag) = rt.block_on(async {
         let up = FakeUpstream::start().await;
-        // ~340 KB index file: 900 versions of one crate.
-        for i in 0..900 {
-            let spec = CrateSpec::new("hot-index", &format!("1.{i}.0"))
-                .dep("serde", "^1")
-                .dep("tokio", "^1");
-            up.publish(build(spec));
-        }
-        up.publish(build(CrateSpec::new("small", "1.0.0").padding(99_000)));
-        up.publish(build(CrateSpec::new("large", "1.0.0").padding(1_500_000)));
+        hot::fill(&up);
         let in_memory = app(&up.index_url(), &dir.path().join("a"), 2 * 1024 * 1024);
         let on_disk = app(&up.index_url(), &dir.path().join("b"), 0);
-        let (s, index_len) = get(&in_memory, INDEX, None).await;
-        assert_eq!(s, 200);
+        let first = get(&in_memory, INDEX, None).await;
+        assert_eq!(first.status, 200);
         for r in [&in_memory, &on_disk] {
-            assert_eq!(get(r, SMALL, None).await.0, 200);
-            assert_eq!(get(r, LARGE, None).await.0, 200);
+            assert_eq!(get(r, SMALL, None).await.status, 200);
+            assert_eq!(get(r, LARGE, None).await.status, 200);
         }
-        let resp = in_memory
-            .clone()
-            .oneshot(http::Request::get(INDEX).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
-        (up, in_memory, on_disk, index_len, etag)
+        let etag = first.etag.expect("an ETag");
+        (up, in_memory, on_disk, first.len, etag)
     });
 
     let mut g = c.benchmark_group("hot");

@@ -1,5 +1,6 @@
 //! Sends N requests of one kind through cratedock's whole router and middleware, in process,
-//! on one thread, against a cache filled once from a fake upstream on loopback. Under valgrind
+//! on one thread, against a cache filled once from a fake upstream on loopback (the fixture of
+//! `benches/support/hot.rs`). Under valgrind
 //! (`benches/instructions.sh`) the difference between two N gives the instructions one request
 //! costs, a figure that the speed of a shared machine does not move.
 //!
@@ -10,12 +11,9 @@
 // Support modules are shared between test binaries: their `pub` items are for the others.
 #![allow(unreachable_pub)]
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use http_body_util::BodyExt;
-use tower::ServiceExt;
-
+#[allow(dead_code)]
+#[path = "../benches/support/hot.rs"]
+mod hot;
 #[allow(dead_code)]
 #[path = "../tests/it/support/registry.rs"]
 mod registry;
@@ -23,31 +21,8 @@ mod registry;
 #[path = "../tests/it/support/upstream.rs"]
 mod upstream;
 
-use registry::{CrateSpec, build};
+use hot::{INDEX, SMALL, app, get};
 use upstream::FakeUpstream;
-
-const INDEX: &str = "/crates-io/index/ho/t-/hot-index";
-const CRATE: &str = "/crates-io/api/v1/crates/small/1.0.0/download";
-
-async fn get(router: &axum::Router, path: &str, etag: Option<&str>) -> (u16, Option<String>) {
-    let mut req = http::Request::get(path);
-    if let Some(e) = etag {
-        req = req.header("if-none-match", e);
-    }
-    let resp = router
-        .clone()
-        .oneshot(req.body(Body::empty()).expect("a valid request"))
-        .await
-        .expect("the router answers");
-    let status = resp.status().as_u16();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let _ = resp.into_body().collect().await.expect("a whole body");
-    (status, etag)
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -64,42 +39,23 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     rt.block_on(async {
         let up = FakeUpstream::start().await;
-        // A ~340 KB index file (900 versions) and a 99 KB crate, as in benches/hot_paths.rs.
-        for i in 0..900 {
-            let spec = CrateSpec::new("hot-index", &format!("1.{i}.0"))
-                .dep("serde", "^1")
-                .dep("tokio", "^1");
-            up.publish(build(spec));
-        }
-        up.publish(build(CrateSpec::new("small", "1.0.0").padding(99_000)));
-        let toml = format!(
-            "[storage]\ndata_dir = \"{}\"\n[registries.crates-io]\nkind = \"mirror\"\n\
-             upstream = \"{}\"\nindex_ttl_ms = 3600000\n",
-            dir.path().display(),
-            up.index_url()
-        );
-        let config = cratedock::config::Config::merge(
-            "hot_requests",
-            &toml,
-            &[],
-            &cratedock::config::CliOverrides::default(),
-        )?;
-        let app = cratedock::app::App::with_book(
-            config,
-            Arc::new(cratedock::store::MemoryBook::default()),
-        )?;
-        let router = cratedock::http::router(app);
-        let (status, etag) = get(&router, INDEX, None).await;
-        anyhow::ensure!(status == 200, "the index file was not cached: {status}");
+        hot::fill(&up);
+        let router = app(&up.index_url(), dir.path(), 2 * 1024 * 1024);
+        let first = get(&router, INDEX, None).await;
         anyhow::ensure!(
-            get(&router, CRATE, None).await.0 == 200,
+            first.status == 200,
+            "the index file was not cached: {}",
+            first.status
+        );
+        anyhow::ensure!(
+            get(&router, SMALL, None).await.status == 200,
             "the crate was not cached"
         );
         for _ in 0..n {
-            let (status, _) = match kind.as_str() {
-                "index" => get(&router, INDEX, None).await,
-                "index304" => get(&router, INDEX, etag.as_deref()).await,
-                _ => get(&router, CRATE, None).await,
+            let status = match kind.as_str() {
+                "index" => get(&router, INDEX, None).await.status,
+                "index304" => get(&router, INDEX, first.etag.as_deref()).await.status,
+                _ => get(&router, SMALL, None).await.status,
             };
             anyhow::ensure!(status == 200 || status == 304, "answered {status}");
         }
