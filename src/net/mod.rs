@@ -123,7 +123,6 @@ pub async fn serve(
         metrics,
         readiness,
     } = serving;
-    let server_cfg = Arc::new(server_cfg);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -336,7 +336,6 @@ impl HttpUpstream {
             return Err(e);
         }
         let len = resp.content_length();
-        // The attempt is counted when its body ends, however it ends.
         // The attempt is counted once, when its body ends, however it ends.
         let tally = Tally {
             metrics: self.metrics.clone(),
