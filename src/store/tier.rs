@@ -158,9 +158,7 @@ impl<A: Clone + Send + Sync + 'static> BlobStore for MemoryTier<A> {
     /// one remembers it itself).
     async fn put(&self, key: &BlobKey, bytes: Bytes) -> Result<(), StoreError> {
         self.inner.put(key, bytes.clone()).await?;
-        if self.cached(key).is_none() {
-            self.fill(key.clone(), bytes, None);
-        }
+        self.fill(key.clone(), bytes, None);
         Ok(())
     }
 
