@@ -8,37 +8,48 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::auth::Auth;
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::mirror::IndexMeta;
 use crate::mirror::{Mirror, MirrorParts};
 use crate::names::RegistryName;
 use crate::net::Readiness;
-use crate::store::{BlobStore, CacheBook, FsBlobStore, MemoryTier, SledBook};
+use crate::store::{
+    AccountStore, BlobStore, CacheBook, FsBlobStore, MemoryTier, SledAccounts, SledBook, open_db,
+};
 use crate::upstream::{HttpUpstream, system_roots};
 
 pub struct App {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    pub auth: Arc<Auth>,
     mirrors: BTreeMap<String, Arc<Mirror>>,
     blobs: MemoryTier<Arc<IndexMeta>>,
     book: Arc<dyn CacheBook>,
 }
 
 impl App {
-    /// Opens the data folder (bookkeeping in sled under `meta/`, blobs in files) and builds
-    /// every registry.
+    /// Opens the data folder (bookkeeping and accounts in sled under `meta/`, blobs in files)
+    /// and builds every registry.
     pub fn open(config: Config) -> anyhow::Result<Arc<Self>> {
         let dir = &config.storage.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-        let book = SledBook::open(&dir.join("meta"))?;
-        Self::with_book(config, Arc::new(book))
+        let db = open_db(&dir.join("meta"))?;
+        let book = SledBook::with_db(db.clone())?;
+        let accounts = SledAccounts::with_db(db)?;
+        Self::with_stores(config, Arc::new(book), Arc::new(accounts))
     }
 
-    /// Builds the app over a given bookkeeping (tests and benches use the in-memory one).
-    pub fn with_book(config: Config, book: Arc<dyn CacheBook>) -> anyhow::Result<Arc<Self>> {
+    /// Builds the app over given metadata stores (tests and benches use in-memory or
+    /// temporary ones).
+    pub fn with_stores(
+        config: Config,
+        book: Arc<dyn CacheBook>,
+        accounts: Arc<dyn AccountStore>,
+    ) -> anyhow::Result<Arc<Self>> {
         let dir = &config.storage.data_dir;
         let fs: Arc<dyn BlobStore> = Arc::new(
             FsBlobStore::open(dir)
@@ -76,10 +87,17 @@ impl App {
             });
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
+        let auth = Arc::new(Auth::new(
+            accounts,
+            config.registries.keys().cloned().collect(),
+            config.auth.identity_cache_entries,
+            metrics.clone(),
+        ));
         Ok(Arc::new(Self {
             config,
             metrics,
             readiness: Arc::default(),
+            auth,
             mirrors,
             blobs,
             book,
@@ -101,6 +119,14 @@ impl App {
 
     pub(crate) fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
         self.mirrors.get(name)
+    }
+
+    /// Whether the registry requires auth; `None` when there is no such registry.
+    pub fn auth_required(&self, registry: &str) -> Option<bool> {
+        self.config
+            .registries
+            .get(registry)
+            .map(RegistryConfig::auth_required)
     }
 
     pub fn registry_names(&self) -> impl Iterator<Item = &str> {
@@ -156,9 +182,10 @@ impl App {
         }
     }
 
-    /// Makes the bookkeeping durable (at shutdown).
+    /// Makes the bookkeeping and the accounts durable (at shutdown).
     pub async fn flush(&self) -> anyhow::Result<()> {
         self.book.flush().await?;
+        self.auth.flush().await?;
         Ok(())
     }
 }

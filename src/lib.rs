@@ -7,6 +7,8 @@
 //! every part and hands it down; nothing is global.
 
 pub mod app;
+pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod index;

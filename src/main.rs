@@ -1,4 +1,4 @@
-//! The `cratedock` command: `serve`, `config check`, `config default`, `health`.
+//! The `cratedock` command: `serve`, `admin ...`, `config check`, `config default`, `health`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Manage users, teams, grants and tokens, and read the audit log, through a running
+    /// server's admin API.
+    Admin(cratedock::cli::AdminArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Health { url } => health(&url),
+        Command::Admin(args) => cratedock::cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -159,7 +163,20 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let plain = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        warn_open_registries(&app);
         let listeners = cratedock::net::Listeners { plain, tls };
+        if let Some(file) = cratedock::auth::first_admin(&app.auth, &app.config.storage.data_dir)
+            .await
+            .context("cannot create the first admin")?
+        {
+            tracing::info!(
+                file = %file.display(),
+                "created the first admin user; its token is in this file (mode 0600): create named admins and tokens with it, then revoke it"
+            );
+        }
+        tokio::spawn(app.auth.clone().write_last_used_every(std::time::Duration::from_millis(
+            app.config.auth.last_used_write_interval_ms,
+        )));
         tracing::info!(registries = ?app.registry_names().collect::<Vec<_>>(), "serving");
         let serving = cratedock::net::Serving {
             router: cratedock::http::router(app.clone()),
@@ -173,6 +190,26 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         app.settle(deadline).await;
         app.flush().await
     })
+}
+
+/// One warning when a listener others can reach serves registries anyone may read.
+fn warn_open_registries(app: &cratedock::app::App) {
+    let server = &app.config.server;
+    let exposed = !server.listen.ip().is_loopback()
+        || server
+            .tls
+            .as_ref()
+            .is_some_and(|t| !t.listen.ip().is_loopback());
+    let open: Vec<&str> = app
+        .registry_names()
+        .filter(|r| app.auth_required(r) == Some(false))
+        .collect();
+    if exposed && !open.is_empty() {
+        tracing::warn!(
+            registries = ?open,
+            "a listener on a non-loopback address serves registries without auth_required: anyone who can reach it can read them (set registries.NAME.auth_required = true)"
+        );
+    }
 }
 
 fn health(url: &str) -> anyhow::Result<()> {

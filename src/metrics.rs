@@ -56,6 +56,9 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// When the TLS certificate in use expires, in seconds since the epoch.
     pub tls_cert_not_after: IntGauge,
+    /// Auth decisions by result (allowed, denied) and reason (ok, no_token, malformed,
+    /// unknown, expired, revoked, disabled, insufficient).
+    pub auth_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -177,6 +180,11 @@ impl Metrics {
                 "tls_certificate_reloads_total",
                 "Reloads of the TLS certificate by result.",
                 &["result"],
+            ),
+            auth_decisions: counter(
+                "auth_decisions_total",
+                "Auth decisions on requests to registries that require auth and to the admin API, by result and reason.",
+                &["result", "reason"],
             ),
             tls_cert_not_after: {
                 let g = IntGauge::new(

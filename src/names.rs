@@ -27,6 +27,12 @@ pub enum NameError {
     Registry(String, &'static str),
     #[error("`{0}` is not a sparse index path (expected e.g. `se/rd/serde`, `3/s/syn`, `1/a`)")]
     IndexPath(String),
+    #[error("`{0}` is not a crate-name glob: {1} (examples: `*`, `acme-*`, `serde`)")]
+    Glob(String, &'static str),
+    #[error(
+        "`{0}` is not a valid {1}: use 1 to 64 ASCII letters, digits, `.`, `-` or `_`, starting with a letter or digit"
+    )]
+    Handle(String, &'static str),
 }
 
 /// Shortens untrusted input before it is echoed back in an error message.
@@ -151,9 +157,178 @@ impl fmt::Display for Version {
     }
 }
 
+/// A crate-name pattern of a grant or a token: `*` (every crate), a name, or a name prefix
+/// followed by one trailing `*` (`acme-*`). Matching follows cargo's name equivalence: ASCII
+/// case and `-`/`_` do not matter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CrateGlob {
+    original: String,
+    /// The folded name or prefix (lowercase, `_` as `-`).
+    folded: String,
+    wildcard: bool,
+}
+
+/// The form two crate names share when cargo treats them as the same crate.
+fn fold(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => b.to_ascii_lowercase() as char,
+        })
+        .collect()
+}
+
+impl CrateGlob {
+    pub fn new(s: &str) -> Result<Self, NameError> {
+        let err = |why| Err(NameError::Glob(shown(s), why));
+        if s.is_empty() {
+            return err("it is empty");
+        }
+        if s.len() > MAX_CRATE_NAME_LEN + 1 {
+            return err("it is longer than a crate name and a `*`");
+        }
+        let (stem, wildcard) = match s.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (s, false),
+        };
+        if stem.contains('*') {
+            return err("only one `*`, at the end, is allowed");
+        }
+        if !stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return err("only ASCII letters, digits, `-`, `_` and a final `*` are allowed");
+        }
+        if !stem.is_empty() && !stem.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            return err("a crate name starts with an ASCII letter or `_`");
+        }
+        Ok(Self {
+            original: s.to_owned(),
+            folded: fold(stem),
+            wildcard,
+        })
+    }
+
+    /// The glob that matches every crate.
+    pub fn any() -> Self {
+        Self::new("*").expect("`*` is a glob")
+    }
+
+    pub fn is_any(&self) -> bool {
+        self.wildcard && self.folded.is_empty()
+    }
+
+    pub fn matches(&self, name: &CrateName) -> bool {
+        let n = name.as_str();
+        if self.wildcard {
+            n.len() >= self.folded.len() && fold(&n[..self.folded.len()]) == self.folded
+        } else {
+            n.len() == self.folded.len() && fold(n) == self.folded
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.original
+    }
+}
+
+impl fmt::Display for CrateGlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.original)
+    }
+}
+
+impl serde::Serialize for CrateGlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.original)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CrateGlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A user's login or a team's name: 1 to 64 ASCII letters, digits, `.`, `-` and `_`, starting
+/// with a letter or a digit. It names a principal in logs and in the audit log, so it is short
+/// and printable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(String);
+
+impl Handle {
+    /// `what` names the kind of handle in the error (`login`, `team name`).
+    pub fn new(s: &str, what: &'static str) -> Result<Self, NameError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::Handle(shown(s), what))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_match_names_the_way_cargo_compares_them() {
+        let name = |s| CrateName::new(s).unwrap();
+        let any = CrateGlob::new("*").unwrap();
+        assert!(any.is_any() && any.matches(&name("serde")));
+        let acme = CrateGlob::new("acme-*").unwrap();
+        assert!(acme.matches(&name("acme-core")));
+        assert!(acme.matches(&name("ACME_core")), "case and `_`/`-` fold");
+        assert!(acme.matches(&name("acme-")));
+        assert!(!acme.matches(&name("acme")));
+        assert!(!acme.matches(&name("xacme-core")));
+        let exact = CrateGlob::new("serde_json").unwrap();
+        assert!(exact.matches(&name("serde-json")));
+        assert!(!exact.matches(&name("serde_json5")));
+        assert!(!exact.is_any());
+        for bad in [
+            "",
+            "**",
+            "a*b",
+            "*a",
+            "a/b*",
+            "1abc*",
+            "[ab]",
+            "a?",
+            &"x".repeat(70),
+        ] {
+            assert!(CrateGlob::new(bad).is_err(), "{bad:?} was accepted");
+        }
+        let json: CrateGlob = serde_json::from_str("\"acme-*\"").unwrap();
+        assert_eq!(json, acme);
+        assert!(serde_json::from_str::<CrateGlob>("\"a*b\"").is_err());
+    }
+
+    #[test]
+    fn handles_are_short_and_printable() {
+        assert!(Handle::new("alice", "login").is_ok());
+        assert!(Handle::new("build.farm-2_x", "login").is_ok());
+        for bad in ["", "-a", "a b", "a/b", "é", &"a".repeat(65)] {
+            assert!(Handle::new(bad, "login").is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn crate_names_are_restricted() {

@@ -44,9 +44,13 @@ pub fn app(upstream: &str, dir: &Path, memory_item_cap: u64) -> axum::Router {
         &cratedock::config::CliOverrides::default(),
     )
     .expect("bench config");
-    let app =
-        cratedock::app::App::with_book(config, Arc::new(cratedock::store::MemoryBook::default()))
-            .expect("app");
+    let accounts = cratedock::store::SledAccounts::temporary().expect("a temporary store");
+    let app = cratedock::app::App::with_stores(
+        config,
+        Arc::new(cratedock::store::MemoryBook::default()),
+        Arc::new(accounts),
+    )
+    .expect("app");
     cratedock::http::router(app)
 }
 

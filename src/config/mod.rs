@@ -41,6 +41,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub cache: CacheConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
     /// Registries by name; the name is the first path segment of their routes.
     pub registries: BTreeMap<String, RegistryConfig>,
 }
@@ -136,6 +137,32 @@ pub struct LogConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A bearer secret that Prometheus may send for `/metrics` from a non-loopback address
+    /// (any user's valid token works too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<Secret>,
+    /// Resolved tokens and principals held in memory.
+    pub identity_cache_entries: u64,
+    /// How often tokens' last-used times are written.
+    pub last_used_write_interval_ms: u64,
+    /// Who users ask for a token, shown on the login page (`/-/login`).
+    pub admin_contact: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            metrics_token: None,
+            identity_cache_entries: 100_000,
+            last_used_write_interval_ms: 60_000,
+            admin_contact: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RegistryConfig {
     Mirror(MirrorConfig),
@@ -146,6 +173,9 @@ pub enum RegistryConfig {
 pub struct MirrorConfig {
     /// Sparse index URL of the upstream, ending in `/` (without the `sparse+` prefix).
     pub upstream: String,
+    /// Every request needs a token (or a mapped principal) with `read` on this registry.
+    #[serde(default)]
+    pub auth_required: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +257,7 @@ impl MirrorConfig {
     pub fn new(upstream: &str) -> Self {
         Self {
             upstream: upstream.to_owned(),
+            auth_required: false,
             token: None,
             ca_bundle: None,
             system_roots: d::system_roots(),
@@ -319,6 +350,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             cache: CacheConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
             registries,
         }
     }
@@ -329,6 +361,14 @@ impl Default for Config {
 pub struct CliOverrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+}
+
+impl RegistryConfig {
+    pub fn auth_required(&self) -> bool {
+        match self {
+            Self::Mirror(m) => m.auth_required,
+        }
+    }
 }
 
 impl Config {
@@ -344,6 +384,7 @@ impl Config {
     /// typing environment overrides and for checking that `config/default.toml` documents all.
     pub(crate) fn with_every_key() -> Self {
         let mut full = Config::default();
+        full.auth.metrics_token = Some(Secret::new("x"));
         if let Some(RegistryConfig::Mirror(m)) = full.registries.get_mut("crates-io") {
             m.token = Some(Secret::new("x"));
             m.ca_bundle = Some("x".into());

@@ -56,6 +56,15 @@ impl Config {
                 "cache.max_crate_bytes and cache.coalesce_wait_ms must be positive".into(),
             );
         }
+        if self.auth.identity_cache_entries == 0 || self.auth.last_used_write_interval_ms == 0 {
+            return invalid(
+                "auth.identity_cache_entries and auth.last_used_write_interval_ms must be positive"
+                    .into(),
+            );
+        }
+        if self.auth.admin_contact.chars().count() > 500 {
+            return invalid("auth.admin_contact is longer than 500 characters".into());
+        }
         if self.registries.is_empty() {
             return invalid("no registries are configured".into());
         }

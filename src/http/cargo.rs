@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::ApiError;
+use super::access::{Access, ApiRead, Read, base_url};
 use crate::app::App;
 use crate::index::{IndexRequest, served_config};
 use crate::mirror::{CrateBody, IndexEntry, Lookup, Mirror};
@@ -28,20 +29,20 @@ fn mirror<'a>(app: &'a App, registry: &str) -> Result<&'a Arc<Mirror>, ApiError>
 
 /// `config.json` pointing cargo's downloads and API calls back at cratedock.
 pub(super) async fn config_json(
+    _: Access<Read>,
     State(app): State<Arc<App>>,
     Path(registry): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let mirror = mirror(&app, &registry)?;
-    let base = match app.config.public_url() {
-        Some(u) => u.to_owned(),
-        None => {
-            let tls = req.extensions().get::<ConnInfo>().is_some_and(|c| c.tls);
-            let scheme = if tls { "https" } else { "http" };
-            format!("{scheme}://{}", request_authority(&req)?)
-        }
-    };
-    let body = served_config(&base, mirror.name().as_str());
+    let base = base_url(
+        &app,
+        req.uri(),
+        req.headers(),
+        req.extensions().get::<ConnInfo>(),
+    )?;
+    let auth_required = app.auth_required(&registry) == Some(true);
+    let body = served_config(&base, mirror.name().as_str(), auth_required);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -52,30 +53,8 @@ pub(super) async fn config_json(
         .into_response())
 }
 
-/// The host (and port) the client addressed: the HTTP/2 authority or the Host header.
-fn request_authority(req: &Request) -> Result<String, ApiError> {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .ok_or_else(|| {
-            ApiError::bad_request("the request has no Host header; set server.public_url")
-        })?;
-    match authority.parse::<http::uri::Authority>() {
-        Ok(a) if !a.as_str().contains('@') => Ok(a.as_str().to_owned()),
-        _ => Err(ApiError::bad_request(
-            "the Host header is not a valid host[:port]",
-        )),
-    }
-}
-
 pub(super) async fn index_file(
+    access: Access<Read>,
     State(app): State<Arc<App>>,
     Path((registry, path)): Path<(String, String)>,
     headers: HeaderMap,
@@ -83,7 +62,7 @@ pub(super) async fn index_file(
 ) -> Result<Response, ApiError> {
     let name = match IndexRequest::parse(&path)? {
         // `config.json` has its own route; this arm serves odd spellings that still parse.
-        IndexRequest::Config => return config_json(State(app), Path(registry), req).await,
+        IndexRequest::Config => return config_json(access, State(app), Path(registry), req).await,
         IndexRequest::File(name) => name,
     };
     let mirror = mirror(&app, &registry)?;
@@ -138,6 +117,7 @@ fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
 
 /// Publish, yank, owners and search do not exist on a mirror; say so in cargo's words.
 pub(super) async fn api_unsupported(
+    _: Access<ApiRead>,
     State(app): State<Arc<App>>,
     Path((registry, _)): Path<(String, String)>,
 ) -> ApiError {
@@ -151,6 +131,7 @@ pub(super) async fn api_unsupported(
 }
 
 pub(super) async fn download(
+    _: Access<Read>,
     State(app): State<Arc<App>>,
     Path((registry, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {

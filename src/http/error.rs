@@ -172,7 +172,10 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         if let Self::Unauthorized { login_url, .. } = &self {
-            let value = format!("Cargo login_url=\"{}\"", login_url.replace('"', "%22"));
+            let value = match login_url.as_str() {
+                "" => "Bearer realm=\"cratedock\"".to_owned(),
+                url => format!("Cargo login_url=\"{}\"", url.replace('"', "%22")),
+            };
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -4,6 +4,8 @@
 //! map the result), every error leaves as `{"errors":[{"detail":...}]}` through [`ApiError`],
 //! and this is the only part of cratedock that knows the web framework.
 
+mod access;
+mod admin;
 mod cargo;
 mod error;
 mod observe;
@@ -14,7 +16,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, patch, put};
 
 use crate::app::App;
 
@@ -31,14 +33,36 @@ pub fn router(app: Arc<App>) -> Router {
     // The registry Web API (publish, yank, owners, search): not on mirrors.
     let registry_api =
         Router::new().route("/{registry}/api/v1/{*rest}", any(cargo::api_unsupported));
-    // Operations.
+    // Operations, and the page cargo's login hint points at.
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready));
+        .route("/health/ready", get(ops::ready))
+        .route("/-/login", get(ops::login));
+    // The admin API: every handler takes `access::Admin`.
+    let admin = Router::new()
+        .route("/-/admin/users", get(admin::users).post(admin::create_user))
+        .route(
+            "/-/admin/users/{login}",
+            get(admin::user).merge(patch(admin::change_user)),
+        )
+        .route("/-/admin/teams", get(admin::teams).post(admin::create_team))
+        .route(
+            "/-/admin/teams/{team}/members/{login}",
+            put(admin::add_member).merge(delete(admin::remove_member)),
+        )
+        .route("/-/admin/grants", get(admin::grants).post(admin::add_grant))
+        .route("/-/admin/grants/{id}", delete(admin::remove_grant))
+        .route(
+            "/-/admin/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
+        .route("/-/admin/tokens/{id}", delete(admin::revoke_token))
+        .route("/-/admin/audit", get(admin::audit));
     cargo
         .merge(registry_api)
         .merge(ops)
+        .merge(admin)
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

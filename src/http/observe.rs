@@ -51,6 +51,9 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         method = %req.method(),
         path = req.uri().path(),
         principal = principal.as_deref(),
+        // Filled in by the access checks: the user and the token's id, never the token.
+        user = tracing::field::Empty,
+        token = tracing::field::Empty,
     );
     let version = match req.version() {
         http::Version::HTTP_2 => "HTTP/2.0",

@@ -12,12 +12,16 @@ pub(crate) struct UpstreamConfig {
 
 /// The `config.json` cratedock serves for `registry`: downloads and API calls come back to
 /// cratedock at `base` (scheme, host and optional path, without a trailing slash).
-pub(crate) fn served_config(base: &str, registry: &str) -> String {
-    serde_json::json!({
+pub(crate) fn served_config(base: &str, registry: &str, auth_required: bool) -> String {
+    let mut config = serde_json::json!({
         "dl": format!("{base}/{registry}/api/v1/crates"),
         "api": format!("{base}/{registry}"),
-    })
-    .to_string()
+    });
+    if auth_required {
+        // Tells cargo to send its token on every index request and download.
+        config["auth-required"] = serde_json::Value::Bool(true);
+    }
+    config.to_string()
 }
 
 /// Fills a `dl` template the way cargo does (markers, or the legacy suffix).
@@ -63,9 +67,17 @@ mod tests {
 
     #[test]
     fn the_served_config_points_back_at_cratedock() {
-        let v: serde_json::Value =
-            serde_json::from_str(&served_config("https://cd.example/base", "crates-io")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&served_config(
+            "https://cd.example/base",
+            "crates-io",
+            false,
+        ))
+        .unwrap();
         assert_eq!(v["dl"], "https://cd.example/base/crates-io/api/v1/crates");
         assert_eq!(v["api"], "https://cd.example/base/crates-io");
+        assert!(v.get("auth-required").is_none());
+        let v: serde_json::Value =
+            serde_json::from_str(&served_config("https://x", "internal", true)).unwrap();
+        assert_eq!(v["auth-required"], true);
     }
 }

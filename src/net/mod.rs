@@ -37,6 +37,8 @@ use h2c::Opening;
 #[derive(Debug, Clone, Default)]
 pub struct ConnInfo {
     pub tls: bool,
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
     /// The principal of a verified client certificate, when a rule maps it.
     pub principal: Option<Arc<str>>,
 }
@@ -70,13 +72,13 @@ pub struct Serving {
 
 type Builder = Arc<auto::Builder<TokioExecutor>>;
 
-async fn accept(listener: &TcpListener) -> Option<TcpStream> {
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAddr)> {
     match listener.accept().await {
-        Ok((stream, _)) => {
+        Ok((stream, peer)) => {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
-            Some(stream)
+            Some((stream, peer))
         }
         Err(e) => {
             // Out of file descriptors and the like: back off instead of spinning.
@@ -163,8 +165,8 @@ pub async fn serve(
         };
         tokio::select! {
             stream = accept(&plain) => {
-                let Some(stream) = stream else { continue };
-                let info = ConnInfo { tls: false, principal: None };
+                let Some((stream, peer)) = stream else { continue };
+                let info = ConnInfo { tls: false, peer: Some(peer), principal: None };
                 let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
                 if !server_cfg.h2c_upgrade {
                     let stream = FirstBytes::within(stream, header_timeout);
@@ -188,13 +190,13 @@ pub async fn serve(
                 });
             }
             (stream, server) = tls_accept => {
-                let Some(stream) = stream else { continue };
+                let Some((stream, addr)) = stream else { continue };
                 let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
                     match server.accept(stream).await {
                         Ok((stream, peer)) => {
                             let stream = FirstBytes::within(stream, header_timeout);
-                            let info = ConnInfo { tls: true, principal: peer.principal };
+                            let info = ConnInfo { tls: true, peer: Some(addr), principal: peer.principal };
                             serve_connection(stream, info, router, builder, watcher, permit).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),

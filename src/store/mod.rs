@@ -1,22 +1,30 @@
 //! Storage: bytes behind the [`BlobStore`] trait (files on disk, the memory tier in front),
-//! bookkeeping behind the [`CacheBook`] trait (sled; in memory for tests), typed keys.
+//! bookkeeping behind the [`CacheBook`] trait (sled; in memory for tests), accounts and the
+//! audit log behind the [`AccountStore`] trait (sled), typed keys.
 //!
 //! The rule this module keeps: a reader never sees a half-written blob, bytes never go into
 //! the bookkeeping, no backend type (sled, files) appears in a trait, and keys are typed
 //! ([`IndexKey`], [`CrateKey`], [`BlobKey`]) so no path is ever built from an unchecked string.
 
+mod accounts;
 mod blob;
 mod book;
 mod fs;
 mod keys;
+mod sled_accounts;
 mod sled_book;
 mod tier;
 
+pub use accounts::{
+    AccountStore, Actor, AuditEntry, AuditQuery, Grant, Permission, Subject, Team, TokenRecord,
+    TokenScope, User, UserChange,
+};
 pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
 pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};
 pub use fs::FsBlobStore;
 pub use keys::{BlobKey, CrateKey, IndexKey};
-pub use sled_book::SledBook;
+pub use sled_accounts::SledAccounts;
+pub use sled_book::{SledBook, open_db};
 pub use tier::{Held, MemoryTier};
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -45,20 +45,30 @@ fn old_size(old: Option<sled::IVec>) -> Option<u64> {
         .map(|s| s.size)
 }
 
+/// Opens the sled database that holds cratedock's metadata (one per data folder; sled allows
+/// one process at a time, so a second cratedock on the same folder is refused here).
+pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(16 * 1024 * 1024)
+        .open()
+        .map_err(|e| {
+            StoreError::Meta(format!(
+                "cannot open {} ({e}); is another cratedock using this data folder?",
+                path.display()
+            ))
+        })
+}
+
 impl SledBook {
-    /// Opens the database. The totals are read from it; a folder without them (written by an
-    /// older cratedock) is counted once and they are stored.
+    /// Opens the database at `path` (see [`open_db`]) and the bookkeeping in it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
-            .map_err(|e| {
-                StoreError::Meta(format!(
-                    "cannot open {} ({e}); is another cratedock using this data folder?",
-                    path.display()
-                ))
-            })?;
+        Self::with_db(open_db(path)?)
+    }
+
+    /// The bookkeeping in an open database. The totals are read from it; a folder without
+    /// them (written by an older cratedock) is counted once and they are stored.
+    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
         let index = db.open_tree("index").map_err(meta_err)?;
         let crates = db.open_tree("crates").map_err(meta_err)?;
         let stats = db.open_tree("stats").map_err(meta_err)?;

@@ -60,6 +60,7 @@ fn nothing_below_http_names_the_web_framework_or_the_http_client() {
         ("http", &["axum", "hyper", "reqwest"]),
         ("net", &["axum", "hyper"]),
         ("main", &["reqwest"]),
+        ("cli", &["reqwest"]),
     ];
     for file in all_files() {
         let part = part_of(&file);

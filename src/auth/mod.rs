@@ -1,0 +1,312 @@
+//! Auth: who a request is ([`Auth::authenticate`]: a token or a client certificate's
+//! principal, resolved to an [`Identity`]), what it may do ([`grants`]), the admin work on
+//! users, teams, grants and tokens ([`admin`]), and the first admin ([`bootstrap`]).
+//!
+//! The rule this module keeps: a hot request costs a hash and a memory lookup, never a store
+//! read or write. Resolved identities are cached, and every change through this module makes
+//! the cached ones stale at once (a generation counter); last-used times are written in
+//! batches.
+
+pub mod admin;
+mod bootstrap;
+mod grants;
+mod token;
+
+pub use bootstrap::{ADMIN_TOKEN_FILE, first_admin};
+pub use grants::{Denial, Identity, rfc3339};
+pub use token::{Malformed, PlainToken, TOKEN_PREFIX, TokenHash};
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::Metrics;
+use crate::store::{AccountStore, StoreError, now_ms};
+
+/// How long a token's use is noted in memory before it is noted again.
+const NOTE_USE_EVERY_MS: u64 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{}", .0.detail())]
+    Denied(Denial),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a cache slot holds: the answer, and the generation it was resolved in.
+#[derive(Clone)]
+struct Cached {
+    generation: u64,
+    answer: Result<Arc<Identity>, Denial>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Token(TokenHash),
+    Principal(Arc<str>),
+}
+
+pub struct Auth {
+    store: Arc<dyn AccountStore>,
+    registries: BTreeSet<String>,
+    cache: moka::sync::Cache<CacheKey, Cached>,
+    /// Bumped after every change to users, teams, grants or tokens.
+    generation: AtomicU64,
+    /// Token id → last use, waiting to be written.
+    used: Mutex<HashMap<Arc<str>, u64>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    /// `registries` are the configured names a grant may name.
+    pub fn new(
+        store: Arc<dyn AccountStore>,
+        registries: BTreeSet<String>,
+        cache_entries: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            registries,
+            cache: moka::sync::Cache::new(cache_entries),
+            generation: AtomicU64::new(0),
+            used: Mutex::default(),
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &dyn AccountStore {
+        &*self.store
+    }
+
+    /// Makes every cached identity stale; called after each change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Who the request is: its `Authorization` header when it has one, else the principal of
+    /// its client certificate; `Ok(None)` when it has neither.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        principal: Option<&Arc<str>>,
+    ) -> Result<Option<Arc<Identity>>, AuthError> {
+        let key = match (authorization, principal) {
+            (Some(value), _) => match PlainToken::from_header(value) {
+                Ok(token) => CacheKey::Token(token.hash()),
+                Err(m) => return Err(AuthError::Denied(Denial::Malformed(m.detail()))),
+            },
+            (None, Some(p)) => CacheKey::Principal(p.clone()),
+            (None, None) => return Ok(None),
+        };
+        let generation = self.generation.load(Ordering::SeqCst);
+        let answer = match self.cache.get(&key) {
+            Some(c) if c.generation == generation => c.answer,
+            _ => {
+                let answer = self.resolve(&key).await?;
+                self.cache.insert(
+                    key,
+                    Cached {
+                        generation,
+                        answer: answer.clone(),
+                    },
+                );
+                answer
+            }
+        };
+        let identity = answer.map_err(AuthError::Denied)?;
+        let now = now_ms();
+        if let Some(at_ms) = identity.token_expires_ms
+            && now >= at_ms
+        {
+            return Err(AuthError::Denied(Denial::Expired { at_ms }));
+        }
+        self.note_use(&identity, now);
+        Ok(Some(identity))
+    }
+
+    /// Reads what a token or principal stands for from the store.
+    async fn resolve(&self, key: &CacheKey) -> Result<Result<Arc<Identity>, Denial>, StoreError> {
+        let s = &self.store;
+        match key {
+            CacheKey::Token(hash) => {
+                let Some(token) = s.token_by_hash(&hash.hex()).await? else {
+                    return Ok(Err(Denial::Unknown));
+                };
+                if let Some(at_ms) = token.revoked_ms {
+                    return Ok(Err(Denial::Revoked { at_ms }));
+                }
+                let Some(user) = s.user(&token.user).await? else {
+                    return Ok(Err(Denial::Unknown));
+                };
+                if user.disabled {
+                    return Ok(Err(Denial::Disabled { login: user.login }));
+                }
+                let (teams, grants) = (s.teams().await?, s.grants().await?);
+                let id = Identity::of_user(&user, &teams, &grants, Some(&token), None);
+                Ok(Ok(Arc::new(id)))
+            }
+            CacheKey::Principal(p) => {
+                let grants = s.grants().await?;
+                if let Some(user) = s.user(p).await? {
+                    if user.disabled {
+                        return Ok(Err(Denial::Disabled { login: user.login }));
+                    }
+                    let teams = s.teams().await?;
+                    let id = Identity::of_user(&user, &teams, &grants, None, Some(p));
+                    return Ok(Ok(Arc::new(id)));
+                }
+                match s.team(p).await? {
+                    Some(team) => Ok(Ok(Arc::new(Identity::of_team(&team, &grants, p)))),
+                    None => {
+                        tracing::warn!(principal = %p, "a client certificate's principal names no user or team");
+                        Ok(Err(Denial::Unknown))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remembers that a token was used, at most once a second per token, without I/O.
+    fn note_use(&self, identity: &Identity, now: u64) {
+        let Some(id) = &identity.token_id else { return };
+        let noted = identity.noted_use_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(noted) < NOTE_USE_EVERY_MS
+            || identity
+                .noted_use_ms
+                .compare_exchange(noted, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let mut used = self.used.lock().expect("last-used lock");
+        used.insert(id.clone(), now);
+    }
+
+    /// Writes the last-used times noted since the previous call.
+    pub async fn write_last_used(&self) -> Result<(), StoreError> {
+        let batch: Vec<(String, u64)> = {
+            let mut used = self.used.lock().expect("last-used lock");
+            used.drain().map(|(id, at)| (id.to_string(), at)).collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.touch_tokens(&batch).await
+    }
+
+    /// Writes last-used times every `interval` (a background task, for the life of the
+    /// process; the final batch is written by [`Auth::flush`]).
+    pub async fn write_last_used_every(self: Arc<Self>, interval: std::time::Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.write_last_used().await {
+                tracing::warn!(error = %e, "cannot write tokens' last-used times; will retry");
+            }
+        }
+    }
+
+    /// Writes what is pending and makes the account store durable (at shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_last_used().await?;
+        self.store.flush().await
+    }
+
+    /// Counts one decision in the metrics.
+    pub fn count(&self, outcome: Result<(), &Denial>) {
+        let (result, reason) = match outcome {
+            Ok(()) => ("allowed", "ok"),
+            Err(d) => ("denied", d.reason()),
+        };
+        self.metrics
+            .auth_decisions
+            .with_label_values(&[result, reason])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledAccounts, User};
+
+    #[tokio::test]
+    async fn identities_are_cached_until_something_changes() {
+        let store = Arc::new(SledAccounts::temporary().unwrap());
+        let auth = Auth::new(
+            store,
+            BTreeSet::from(["crates-io".to_owned()]),
+            100,
+            Arc::new(Metrics::new()),
+        );
+        let ctx = admin::Context::system();
+        let alice = admin::NewUser {
+            login: "alice".into(),
+            name: String::new(),
+            email: String::new(),
+            admin: false,
+        };
+        auth.create_user(&ctx, alice).await.unwrap();
+        let new = admin::NewToken {
+            user: "alice".into(),
+            name: None,
+            read_only: false,
+            scopes: None,
+            expires_in: None,
+        };
+        let (record, token) = auth.create_token(&ctx, new).await.unwrap();
+        let header = format!("Bearer {}", token.expose());
+        let who = auth.authenticate(Some(header.as_bytes()), None).await;
+        assert_eq!(who.unwrap().unwrap().user.as_deref(), Some("alice"));
+
+        // A change made behind the cache's back is not seen (the cache works) ...
+        auth.store()
+            .revoke_token(&record.id, 5)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            auth.authenticate(Some(header.as_bytes()), None)
+                .await
+                .is_ok()
+        );
+        // ... one made through auth is seen at once.
+        auth.revoke_token(&ctx, &record.id).await.unwrap();
+        let denied = auth.authenticate(Some(header.as_bytes()), None).await;
+        assert!(matches!(
+            denied,
+            Err(AuthError::Denied(Denial::Revoked { at_ms: 5 }))
+        ));
+
+        // Uses are written in a batch.
+        let (record, token) = auth
+            .create_token(
+                &ctx,
+                admin::NewToken {
+                    user: "alice".into(),
+                    name: Some("second".into()),
+                    read_only: true,
+                    scopes: None,
+                    expires_in: None,
+                },
+            )
+            .await
+            .unwrap();
+        auth.authenticate(Some(token.expose().as_bytes()), None)
+            .await
+            .unwrap();
+        auth.write_last_used().await.unwrap();
+        let stored = auth
+            .store()
+            .token_by_hash(&record.hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stored.last_used_ms.is_some());
+        let _: Option<User> = auth.store().user("alice").await.unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! The admin API client: JSON over HTTP(S) with the admin token, cargo-shaped errors turned
+//! into readable ones.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::auth::PlainToken;
+
+pub(super) struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: PlainToken,
+}
+
+/// The admin token: from `CRATEDOCK_TOKEN`, or the file given.
+fn read_token(file: Option<&Path>) -> anyhow::Result<PlainToken> {
+    let (text, from) = match (std::env::var("CRATEDOCK_TOKEN"), file) {
+        (Ok(t), _) if !t.trim().is_empty() => (t, "CRATEDOCK_TOKEN".to_owned()),
+        (_, Some(f)) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the token file {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        _ => anyhow::bail!(
+            "no admin token: give --token-file FILE (the first one is DATA_DIR/admin-token) or set CRATEDOCK_TOKEN"
+        ),
+    };
+    PlainToken::parse(&text)
+        .with_context(|| format!("{from} does not hold a cratedock token (`cratedock_...`)"))
+}
+
+impl Client {
+    pub(super) fn new(
+        url: &str,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let token = read_token(token_file)?;
+        let mut roots = crate::system_roots();
+        if let Some(ca) = ca_file {
+            for cert in crate::net::pem::read_certs(ca)? {
+                roots
+                    .add(cert)
+                    .context("the CA file holds an unusable certificate")?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("cratedock-admin/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()?;
+        Ok(Self {
+            http,
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("authorization", format!("Bearer {}", self.token.expose()));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b)?);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach cratedock at {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = value["errors"][0]["detail"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            anyhow::bail!("{method} {path}: {status}: {detail}");
+        }
+        Ok(value)
+    }
+
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub(super) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub(super) async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub(super) async fn put(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PUT, path, None).await
+    }
+
+    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+}

@@ -1,0 +1,419 @@
+//! `cratedock admin ...`: a client of the admin API (sled allows one process per data folder,
+//! so admin work goes through the running server). Tables for people, `--json` for scripts;
+//! `token create` prints the token alone on stdout so that `$(...)` captures it.
+//!
+//! The rule this module keeps: a token is read from a file or the environment, never from the
+//! command line, and never printed except by `token create`.
+
+mod client;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use client::Client;
+use table::{grants, table, teams, text, time, tokens, users};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Base URL of the cratedock server.
+    #[arg(
+        long,
+        env = "CRATEDOCK_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// File holding an admin token (e.g. DATA_DIR/admin-token); or set CRATEDOCK_TOKEN.
+    #[arg(long, env = "CRATEDOCK_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// URL, besides the system's roots.
+    #[arg(long, env = "CRATEDOCK_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Users: add, list, disable, enable.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Teams: add, list, add-member, remove-member.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Grant a permission (`grant --user LOGIN --permission read --registry crates-io`), or
+    /// `grant list`, `grant remove ID`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Grant {
+        #[command(subcommand)]
+        command: Option<GrantCommand>,
+        #[command(flatten)]
+        new: NewGrantArgs,
+    },
+    /// Tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The audit log, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    Add {
+        login: String,
+        /// May do everything, the admin API included.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    List,
+    /// Stops the user's tokens at once.
+    Disable {
+        login: String,
+    },
+    Enable {
+        login: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    Add {
+        name: String,
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    List,
+    AddMember {
+        team: String,
+        login: String,
+    },
+    RemoveMember {
+        team: String,
+        login: String,
+    },
+}
+
+#[derive(Args)]
+struct NewGrantArgs {
+    #[arg(long, conflicts_with = "team")]
+    user: Option<String>,
+    #[arg(long)]
+    team: Option<String>,
+    /// read, publish, yank or admin.
+    #[arg(long)]
+    permission: Option<String>,
+    /// A registry name, or `*` for all.
+    #[arg(long)]
+    registry: Option<String>,
+    /// A crate-name glob: `*`, `acme-*`, `serde`.
+    #[arg(long, default_value = "*")]
+    crates: String,
+    /// e.g. 90d; absent: never.
+    #[arg(long)]
+    expires_in: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    List {
+        #[arg(long, conflicts_with = "team")]
+        user: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Prints the new token alone on stdout (shown once).
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Narrow the token to `read` (for CI and build agents).
+        #[arg(long)]
+        read_only: bool,
+        /// e.g. 30d; absent: never.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// RFC 3339 time, or a duration ago (24h).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    /// A user login or a principal.
+    #[arg(long)]
+    actor: Option<String>,
+    /// An action (`token.revoke`) or a prefix with a dot (`token.`).
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    registry: Option<String>,
+    #[arg(long = "crate")]
+    krate: Option<String>,
+    /// Records at most (all pages are fetched up to this many).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// One JSON record per line (for export).
+    #[arg(long, conflicts_with = "json")]
+    jsonl: bool,
+}
+
+/// Runs one admin command; what it prints goes to stdout.
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = Client::new(
+            &args.url,
+            args.token_file.as_deref(),
+            args.ca_file.as_deref(),
+        )?;
+        let out = execute(&client, args.command, args.json).await?;
+        print!("{out}");
+        Ok(())
+    })
+}
+
+async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Result<String> {
+    let shown = |v: Value, table: fn(&Value) -> String| {
+        if as_json {
+            format!("{v:#}\n")
+        } else {
+            table(&v)
+        }
+    };
+    Ok(match command {
+        AdminCommand::User { command } => match command {
+            UserCommand::Add {
+                login,
+                admin,
+                name,
+                email,
+            } => {
+                let body = json!({"login": login, "admin": admin, "name": name.unwrap_or_default(), "email": email.unwrap_or_default()});
+                shown(c.post("/-/admin/users", &body).await?, |v| {
+                    users(&json!([v]))
+                })
+            }
+            UserCommand::List => shown(c.get("/-/admin/users").await?, users),
+            UserCommand::Disable { login } => {
+                let v = c
+                    .patch(
+                        &format!("/-/admin/users/{}", seg(&login)),
+                        &json!({"disabled": true}),
+                    )
+                    .await?;
+                shown(v, |v| users(&json!([v])))
+            }
+            UserCommand::Enable { login } => {
+                let v = c
+                    .patch(
+                        &format!("/-/admin/users/{}", seg(&login)),
+                        &json!({"disabled": false}),
+                    )
+                    .await?;
+                shown(v, |v| users(&json!([v])))
+            }
+        },
+        AdminCommand::Team { command } => match command {
+            TeamCommand::Add { name, members } => {
+                let v = c
+                    .post("/-/admin/teams", &json!({"name": name, "members": members}))
+                    .await?;
+                shown(v, |v| teams(&json!([v])))
+            }
+            TeamCommand::List => shown(c.get("/-/admin/teams").await?, teams),
+            TeamCommand::AddMember { team, login } => {
+                let v = c
+                    .put(&format!(
+                        "/-/admin/teams/{}/members/{}",
+                        seg(&team),
+                        seg(&login)
+                    ))
+                    .await?;
+                shown(v, |v| teams(&json!([v])))
+            }
+            TeamCommand::RemoveMember { team, login } => {
+                let v = c
+                    .delete(&format!(
+                        "/-/admin/teams/{}/members/{}",
+                        seg(&team),
+                        seg(&login)
+                    ))
+                    .await?;
+                shown(v, |v| teams(&json!([v])))
+            }
+        },
+        AdminCommand::Grant { command, new } => match command {
+            Some(GrantCommand::List { user, team }) => {
+                let mut q = Vec::new();
+                if let Some(u) = user {
+                    q.push(format!("user={}", seg(&u)));
+                }
+                if let Some(t) = team {
+                    q.push(format!("team={}", seg(&t)));
+                }
+                let path = format!("/-/admin/grants?{}", q.join("&"));
+                shown(c.get(&path).await?, grants)
+            }
+            Some(GrantCommand::Remove { id }) => {
+                let v = c.delete(&format!("/-/admin/grants/{}", seg(&id))).await?;
+                shown(v, |v| grants(&json!([v])))
+            }
+            None => {
+                anyhow::ensure!(
+                    new.user.is_some() || new.team.is_some(),
+                    "give --user LOGIN or --team NAME (or use `grant list` / `grant remove ID`)"
+                );
+                let (Some(permission), Some(registry)) = (new.permission, new.registry) else {
+                    anyhow::bail!(
+                        "give --permission (read, publish, yank, admin) and --registry (a name, or `*`)"
+                    );
+                };
+                let body = json!({"user": new.user, "team": new.team, "permission": permission,
+                    "registry": registry, "crates": new.crates, "expires_in": new.expires_in});
+                shown(c.post("/-/admin/grants", &body).await?, |v| {
+                    grants(&json!([v]))
+                })
+            }
+        },
+        AdminCommand::Token { command } => match command {
+            TokenCommand::Create {
+                user,
+                name,
+                read_only,
+                expires_in,
+            } => {
+                let body = json!({"user": user, "name": name, "read_only": read_only, "expires_in": expires_in});
+                let v = c.post("/-/admin/tokens", &body).await?;
+                let token = v["token"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("the server's answer holds no token"))?;
+                format!("{token}\n")
+            }
+            TokenCommand::List { user } => {
+                let path = match user {
+                    Some(u) => format!("/-/admin/tokens?user={}", seg(&u)),
+                    None => "/-/admin/tokens".to_owned(),
+                };
+                shown(c.get(&path).await?, tokens)
+            }
+            TokenCommand::Revoke { id } => {
+                let v = c.delete(&format!("/-/admin/tokens/{}", seg(&id))).await?;
+                shown(v, |v| tokens(&json!([v])))
+            }
+        },
+        AdminCommand::Audit(a) => audit(c, a, as_json).await?,
+    })
+}
+
+async fn audit(c: &Client, a: AuditArgs, as_json: bool) -> anyhow::Result<String> {
+    let mut q = Vec::new();
+    for (key, value) in [
+        ("since", &a.since),
+        ("until", &a.until),
+        ("actor", &a.actor),
+        ("action", &a.action),
+        ("registry", &a.registry),
+        ("crate", &a.krate),
+    ] {
+        if let Some(v) = value {
+            q.push(format!("{key}={}", seg(v)));
+        }
+    }
+    let mut records = Vec::new();
+    let mut before: Option<u64> = None;
+    while records.len() < a.limit {
+        let page = (a.limit - records.len()).min(1000);
+        let mut path = format!("/-/admin/audit?limit={page}&{}", q.join("&"));
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let v = c.get(&path).await?;
+        records.extend(v["records"].as_array().cloned().unwrap_or_default());
+        match v["next_before"].as_u64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    Ok(if a.jsonl {
+        records.iter().map(|r| format!("{r}\n")).collect()
+    } else if as_json {
+        format!("{:#}\n", Value::Array(records))
+    } else {
+        let rows = records
+            .iter()
+            .map(|r| {
+                let actor = &r["actor"];
+                let who = match (
+                    actor["user"].as_str(),
+                    actor["token"].as_str(),
+                    actor["principal"].as_str(),
+                ) {
+                    (Some(u), Some(t), _) => format!("{u} (token {t})"),
+                    (Some(u), None, _) => u.to_owned(),
+                    (None, _, Some(p)) => format!("principal {p}"),
+                    _ => "-".to_owned(),
+                };
+                vec![
+                    time(&r["time_ms"]),
+                    who,
+                    text(&r["source"]),
+                    text(&r["action"]),
+                    text(&r["target"]),
+                    text(&r["outcome"]),
+                ]
+            })
+            .collect();
+        table(
+            &["TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME"],
+            rows,
+        )
+    })
+}
+
+/// A path segment, percent-encoded.
+fn seg(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}

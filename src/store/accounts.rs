@@ -1,0 +1,254 @@
+//! Accounts: users, teams, grants, token records and the audit log, behind the
+//! [`AccountStore`] trait.
+//!
+//! The rule this module keeps: the records are plain data (what a permission means is decided
+//! in `auth`), a token is stored only as its hash, each change that must be atomic is one call,
+//! and the audit log has no call that edits or deletes a record.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::names::CrateGlob;
+
+/// What a grant allows. `publish` and `yank` include `read` on the same scope; `admin` on a
+/// registry includes the others there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Read,
+    Publish,
+    Yank,
+    Admin,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 4] = [Self::Read, Self::Publish, Self::Yank, Self::Admin];
+
+    /// Whether holding `self` allows what `wanted` allows.
+    pub fn implies(self, wanted: Permission) -> bool {
+        self == wanted || self == Self::Admin || wanted == Self::Read
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Publish => "publish",
+            Self::Yank => "yank",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a permission (read, publish, yank, admin)"))
+    }
+}
+
+/// Who a grant is given to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subject {
+    User(String),
+    Team(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub login: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    /// May do everything, the admin API included.
+    pub admin: bool,
+    /// A disabled user's tokens stop working; the record stays for the audit log.
+    pub disabled: bool,
+    pub created_ms: u64,
+}
+
+/// A change to a user; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub admin: Option<bool>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub name: String,
+    pub members: BTreeSet<String>,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: String,
+    pub subject: Subject,
+    pub permission: Permission,
+    /// `None`: every registry.
+    pub registry: Option<String>,
+    pub crates: CrateGlob,
+    pub expires_ms: Option<u64>,
+    pub created_ms: u64,
+}
+
+/// A narrowing of a token to part of its owner's permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenScope {
+    pub permission: Permission,
+    /// `None`: every registry.
+    #[serde(default)]
+    pub registry: Option<String>,
+    #[serde(default = "CrateGlob::any")]
+    pub crates: CrateGlob,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    /// Lowercase hex SHA-256 of the token; the token itself is never stored.
+    pub hash: String,
+    pub name: String,
+    pub user: String,
+    /// `None`: everything the owner may do.
+    pub scopes: Option<Vec<TokenScope>>,
+    pub expires_ms: Option<u64>,
+    pub revoked_ms: Option<u64>,
+    pub created_ms: u64,
+    /// Written lazily, a batch at a time (see `auth`).
+    pub last_used_ms: Option<u64>,
+}
+
+/// Who did something: a user through a token, or a principal of a client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Assigned by the store when appended; increasing.
+    pub seq: u64,
+    pub time_ms: u64,
+    pub actor: Actor,
+    /// The client's address.
+    pub source: Option<String>,
+    /// What was done, e.g. `user.create`, `token.revoke`.
+    pub action: String,
+    pub registry: Option<String>,
+    #[serde(rename = "crate")]
+    pub krate: Option<String>,
+    /// What it was done to, e.g. a login or a token id.
+    pub target: String,
+    /// `ok`, or `denied: ...`.
+    pub outcome: String,
+}
+
+/// A filter over the audit log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// A user login or a principal.
+    pub actor: Option<String>,
+    /// An action, or an action prefix ending in `.` (`token.`).
+    pub action: Option<String>,
+    pub registry: Option<String>,
+    pub krate: Option<String>,
+    /// Only records older than this sequence number (the cursor of the previous page).
+    pub before_seq: Option<u64>,
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        let eq = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        self.since_ms.is_none_or(|s| e.time_ms >= s)
+            && self.until_ms.is_none_or(|u| e.time_ms < u)
+            && self.before_seq.is_none_or(|b| e.seq < b)
+            && self.actor.as_deref().is_none_or(|a| {
+                e.actor.user.as_deref() == Some(a) || e.actor.principal.as_deref() == Some(a)
+            })
+            && self
+                .action
+                .as_deref()
+                .is_none_or(|a| match a.strip_suffix('.') {
+                    Some(prefix) => e.action.split('.').next() == Some(prefix),
+                    None => e.action == a,
+                })
+            && eq(&self.registry, e.registry.as_deref())
+            && eq(&self.krate, e.krate.as_deref())
+    }
+}
+
+/// Where accounts live. Reads of missing records are `Ok(None)`; a create of a record that
+/// exists is `Ok(false)`, so the caller can say what collided.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    async fn user(&self, login: &str) -> Result<Option<User>, StoreError>;
+    async fn users(&self) -> Result<Vec<User>, StoreError>;
+    async fn create_user(&self, user: &User) -> Result<bool, StoreError>;
+    /// Applies the change atomically; `None` when there is no such user.
+    async fn change_user(
+        &self,
+        login: &str,
+        change: &UserChange,
+    ) -> Result<Option<User>, StoreError>;
+
+    async fn team(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    async fn teams(&self) -> Result<Vec<Team>, StoreError>;
+    async fn create_team(&self, team: &Team) -> Result<bool, StoreError>;
+    /// Adds (`member`) or removes a login, atomically; `None` when there is no such team.
+    async fn set_member(
+        &self,
+        team: &str,
+        login: &str,
+        member: bool,
+    ) -> Result<Option<Team>, StoreError>;
+
+    async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
+    async fn add_grant(&self, grant: &Grant) -> Result<(), StoreError>;
+    async fn remove_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Marks the token revoked (the first revocation's time stays); `None` when unknown.
+    async fn revoke_token(&self, id: &str, at_ms: u64) -> Result<Option<TokenRecord>, StoreError>;
+    /// Moves each token's last-used time forward (never back).
+    async fn touch_tokens(&self, used: &[(String, u64)]) -> Result<(), StoreError>;
+
+    /// Creates the first admin and its token, atomically, unless an enabled admin exists
+    /// (`Ok(false)`).
+    async fn create_first_admin(
+        &self,
+        user: &User,
+        token: &TokenRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends a record and returns its sequence number.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
+    /// Records matching the query, newest first, at most `query.limit`.
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    async fn flush(&self) -> Result<(), StoreError>;
+}
