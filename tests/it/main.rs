@@ -8,6 +8,7 @@
 
 mod support;
 
+mod auth;
 mod faults;
 mod layers;
 mod mirror;

@@ -162,3 +162,82 @@ fn config_check_names_the_bad_key() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("[registries.crates-io]"));
 }
+
+/// A GET through cratedock's router, as if from `peer`, with an `Authorization` value.
+async fn get_from(
+    router: &axum::Router,
+    peer: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> u16 {
+    use tower::ServiceExt;
+    let mut req = http::Request::get(path).header("host", "cd.example");
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    req.extensions_mut().insert(cratedock::net::ConnInfo {
+        tls: false,
+        peer: Some(peer.parse().unwrap()),
+        principal: None,
+    });
+    router.clone().oneshot(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_open_on_loopback_and_need_the_secret_or_a_token_elsewhere() {
+    use cratedock::auth::admin::{Context, NewToken, NewUser};
+    // In process: a request "from" another host needs no network to be made.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[storage]\ndata_dir = \"{}\"\n[auth]\nmetrics_token = \"prometheus-secret\"\n\
+         [registries.crates-io]\nkind = \"mirror\"\nupstream = \"http://127.0.0.1:9/\"\n",
+        dir.path().display()
+    );
+    let config = cratedock::config::Config::merge(
+        "test",
+        &toml,
+        &[],
+        &cratedock::config::CliOverrides::default(),
+    )
+    .unwrap();
+    let app = cratedock::app::App::with_stores(
+        config,
+        std::sync::Arc::new(cratedock::store::MemoryBook::default()),
+        std::sync::Arc::new(cratedock::store::SledAccounts::temporary().unwrap()),
+    )
+    .unwrap();
+    let ctx = Context::system();
+    let user = NewUser {
+        login: "grafana".into(),
+        name: String::new(),
+        email: String::new(),
+        admin: false,
+    };
+    app.auth.create_user(&ctx, user).await.unwrap();
+    let new = NewToken {
+        user: "grafana".into(),
+        name: None,
+        read_only: true,
+        scopes: None,
+        expires_in: None,
+    };
+    let (_, token) = app.auth.create_token(&ctx, new).await.unwrap();
+    let router = cratedock::http::router(app);
+
+    assert_eq!(
+        get_from(&router, "127.0.0.1:5000", "/metrics", None).await,
+        200
+    );
+    assert_eq!(get_from(&router, "[::1]:5000", "/metrics", None).await, 200);
+    let far = "10.1.2.3:5000";
+    assert_eq!(get_from(&router, far, "/metrics", None).await, 401);
+    let wrong = Some("Bearer prometheus-secreT");
+    assert_eq!(get_from(&router, far, "/metrics", wrong).await, 401);
+    let secret = Some("Bearer prometheus-secret");
+    assert_eq!(get_from(&router, far, "/metrics", secret).await, 200);
+    let bearer = format!("Bearer {}", token.expose());
+    assert_eq!(get_from(&router, far, "/metrics", Some(&bearer)).await, 200);
+    // Health checks stay open.
+    assert_eq!(get_from(&router, far, "/health/live", None).await, 200);
+}

@@ -74,13 +74,18 @@ struct Https {
 }
 
 async fn https_mirror(extra_tls: &str) -> Https {
+    https_mirror_with("", extra_tls).await
+}
+
+/// [`https_mirror`] with `registry` lines in the mirror's section.
+async fn https_mirror_with(registry: &str, extra_tls: &str) -> Https {
     let up = FakeUpstream::start().await;
     up.publish(build(CrateSpec::new("a", "1.0.0").dep("b", "^1")));
     up.publish(build(CrateSpec::new("b", "1.0.0")));
     let pki = Pki::new();
     let first = pki.server();
     write_server(&pki, &first);
-    let config = mirror_config(&up.index_url(), "") + &tls_section(&pki, extra_tls);
+    let config = mirror_config(&up.index_url(), registry) + &tls_section(&pki, extra_tls);
     let cd = Cratedock::start(&config).await;
     let port = cd.tls_port.expect("an HTTPS listener");
     Https {
@@ -287,6 +292,50 @@ async fn required_client_certificates_refuse_anonymous_clients_and_map_principal
         cd.log().contains("build-farm")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_agent_with_a_mapped_client_certificate_reads_without_a_token() {
+    let clients = Pki::new();
+    let Https { pki, cd, port, .. } = &https_mirror_with(
+        "auth_required = true",
+        &format!(
+            "client_auth = \"optional\"\nclient_ca_file = \"{}\"\n\n[[server.tls.principals]]\nprincipal = \"build-farm\"\nsubject_cn = \"build-agent\"\n",
+            clients.ca_file().display()
+        ),
+    )
+    .await;
+    // The principal names a team that may read the mirror.
+    cd.admin(&["team", "add", "build-farm"]);
+    cd.admin(&[
+        "grant",
+        "--team",
+        "build-farm",
+        "--permission",
+        "read",
+        "--registry",
+        "crates-io",
+    ]);
+    let agent = clients.leaf("build-agent", &[], None, false);
+    let mut c = connect(*port, pki.client_config(Some(&agent)))
+        .await
+        .unwrap();
+    for path in [
+        "/crates-io/index/config.json",
+        "/crates-io/index/1/b",
+        "/crates-io/api/v1/crates/b/1.0.0/download",
+    ] {
+        assert_eq!(c.get(path).await.unwrap(), 200, "{path}");
+    }
+    // Without a certificate (and without a token): refused with cargo's login hint.
+    let mut anonymous = connect(*port, pki.client_config(None)).await.unwrap();
+    assert_eq!(anonymous.get("/crates-io/index/1/b").await.unwrap(), 401);
+    // Another certificate of the same CA that no rule maps: no principal, no access.
+    let other = clients.leaf("laptop", &[], None, false);
+    let mut c = connect(*port, pki.client_config(Some(&other)))
+        .await
+        .unwrap();
+    assert_eq!(c.get("/crates-io/index/1/b").await.unwrap(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,6 +319,72 @@ pub async fn one_crate_mirror(extra: &str) -> (FakeUpstream, Cratedock) {
     (up, cd)
 }
 
+/// The name the authenticated cargo projects give cratedock's mirror in `[registries]`.
+pub const MIRROR: &str = "mirror";
+
+impl Cratedock {
+    /// The first admin's token file.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.admin_token_file())
+            .expect("the first admin's token file")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs `cratedock admin ARGS` against this server with the first admin's token file.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        self.admin_as(&self.admin_token_file(), args)
+    }
+
+    /// Runs `cratedock admin ARGS` with the token in `token_file`; fails the test on failure.
+    pub fn admin_as(&self, token_file: &Path, args: &[&str]) -> Output {
+        let out = self.admin_command(token_file, args);
+        assert!(
+            out.status.success(),
+            "cratedock admin {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `cratedock admin ARGS` with the token in `token_file`, whatever the outcome.
+    pub fn admin_command(&self, token_file: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cratedock"))
+            .arg("admin")
+            .args(args)
+            .env("CRATEDOCK_URL", self.url(""))
+            .env("CRATEDOCK_TOKEN_FILE", token_file)
+            .env_remove("CRATEDOCK_TOKEN")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// An admin API call with the first admin's token.
+    pub async fn admin_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = http_client()
+            .request(method, self.url(path))
+            .header("authorization", format!("Bearer {}", self.admin_token()));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_owned());
+        }
+        req.send().await.unwrap()
+    }
+}
+
 /// A cargo project with its own `CARGO_HOME` whose crates.io is replaced by cratedock.
 pub struct CargoProject {
     dir: tempfile::TempDir,
@@ -351,6 +417,46 @@ impl CargoProject {
         )
         .unwrap();
         Self { dir }
+    }
+
+    /// A project whose crates.io is replaced by cratedock's mirror declared as the registry
+    /// [`MIRROR`], so that cargo sends tokens for it (with the `cargo:token` provider).
+    pub fn authenticated(index_url: &str, deps: &[(&str, &str)]) -> Self {
+        let me = Self::new(index_url, deps);
+        std::fs::write(
+            me.dir.path().join("home/config.toml"),
+            format!(
+                "[source.crates-io]\nreplace-with = \"{MIRROR}\"\n\n[registries.{MIRROR}]\nindex = \"sparse+{index_url}\"\n\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n\n[net]\nretry = 0\n"
+            ),
+        )
+        .unwrap();
+        me
+    }
+
+    /// Runs cargo with extra environment variables and `stdin` as its input.
+    pub fn cargo_with(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+        use std::io::Write;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut child = Command::new(cargo)
+            .args(args)
+            .current_dir(self.dir.path().join("app"))
+            .env("CARGO_HOME", self.dir.path().join("home"))
+            .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
+            .env("CARGO_TERM_COLOR", "never")
+            .env("CARGO_HTTP_TIMEOUT", "30")
+            .env_remove("CARGO_REGISTRIES_MIRROR_TOKEN")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
     }
 
     /// A second project sharing nothing with this one but its lockfile.
