@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the hot paths, through the whole router and middleware, in process:
 //! an index file from the memory tier (200 and 304), a crate file from memory, a crate file
-//! from disk. A fake upstream on loopback fills the cache once before measuring.
+//! from disk; and the memory-tier requests again with a read token to a mirror with
+//! `auth_required = true` (`*_auth`), to show what auth costs. A fake upstream on loopback
+//! fills the caches once before measuring.
 //!
 //! Run: `cargo bench --bench hot_paths`
 
@@ -23,7 +25,7 @@ mod upstream;
 #[path = "support/hot.rs"]
 mod hot;
 
-use hot::{INDEX, LARGE, SMALL, app, get};
+use hot::{INDEX, LARGE, SMALL, app, app_with_auth, get, get_as};
 use upstream::FakeUpstream;
 
 fn hot_paths(c: &mut Criterion) {
@@ -34,11 +36,20 @@ fn hot_paths(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, in_memory, on_disk, index_len, etag) = rt.block_on(async {
+    let (upstream, in_memory, on_disk, (authed, token), index_len, etag) = rt.block_on(async {
         let up = FakeUpstream::start().await;
         hot::fill(&up);
         let in_memory = app(&up.index_url(), &dir.path().join("a"), 2 * 1024 * 1024);
         let on_disk = app(&up.index_url(), &dir.path().join("b"), 0);
+        let authed = app_with_auth(&up.index_url(), &dir.path().join("c"), 2 * 1024 * 1024).await;
+        assert_eq!(
+            get_as(&authed.0, INDEX, None, Some(&authed.1)).await.status,
+            200
+        );
+        assert_eq!(
+            get_as(&authed.0, SMALL, None, Some(&authed.1)).await.status,
+            200
+        );
         let first = get(&in_memory, INDEX, None).await;
         assert_eq!(first.status, 200);
         for r in [&in_memory, &on_disk] {
@@ -46,7 +57,7 @@ fn hot_paths(c: &mut Criterion) {
             assert_eq!(get(r, LARGE, None).await.status, 200);
         }
         let etag = first.etag.expect("an ETag");
-        (up, in_memory, on_disk, first.len, etag)
+        (up, in_memory, on_disk, authed, first.len, etag)
     });
 
     let mut g = c.benchmark_group("hot");
@@ -63,6 +74,14 @@ fn hot_paths(c: &mut Criterion) {
     });
     g.bench_function("crate_99k_hit_memory", |b| {
         b.to_async(&rt).iter(|| get(&in_memory, SMALL, None))
+    });
+    let token = Some(token.as_str());
+    g.bench_function("index_hit_memory_304_auth", |b| {
+        b.to_async(&rt)
+            .iter(|| get_as(&authed, INDEX, Some(&etag), token))
+    });
+    g.bench_function("crate_99k_hit_memory_auth", |b| {
+        b.to_async(&rt).iter(|| get_as(&authed, SMALL, None, token))
     });
     g.bench_function("crate_99k_hit_disk", |b| {
         b.to_async(&rt).iter(|| get(&on_disk, SMALL, None))

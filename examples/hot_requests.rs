@@ -6,7 +6,10 @@
 //!
 //! ```text
 //! cargo run --release --example hot_requests -- index|index304|crate N
+//! cargo run --release --example hot_requests -- index-auth|index304-auth|crate-auth N
 //! ```
+//!
+//! The `-auth` kinds send a read token to a mirror with `auth_required = true`.
 
 // Support modules are shared between test binaries: their `pub` items are for the others.
 #![allow(unreachable_pub)]
@@ -21,16 +24,20 @@ mod registry;
 #[path = "../tests/it/support/upstream.rs"]
 mod upstream;
 
-use hot::{INDEX, SMALL, app, get};
+use hot::{INDEX, SMALL, app, app_with_auth, get_as};
 use upstream::FakeUpstream;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let kind = args.get(1).cloned().unwrap_or_default();
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let (base, auth) = match kind.strip_suffix("-auth") {
+        Some(base) => (base.to_owned(), true),
+        None => (kind.clone(), false),
+    };
     anyhow::ensure!(
-        ["index", "index304", "crate"].contains(&kind.as_str()) && n > 0,
-        "usage: hot_requests index|index304|crate N"
+        ["index", "index304", "crate"].contains(&base.as_str()) && n > 0,
+        "usage: hot_requests index|index304|crate[-auth] N"
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -40,22 +47,30 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let up = FakeUpstream::start().await;
         hot::fill(&up);
-        let router = app(&up.index_url(), dir.path(), 2 * 1024 * 1024);
-        let first = get(&router, INDEX, None).await;
+        let cap = 2 * 1024 * 1024;
+        let (router, token) = if auth {
+            let (router, token) = app_with_auth(&up.index_url(), dir.path(), cap).await;
+            (router, Some(token))
+        } else {
+            (app(&up.index_url(), dir.path(), cap), None)
+        };
+        let token = token.as_deref();
+        let get = |path, etag| get_as(&router, path, etag, token);
+        let first = get(INDEX, None).await;
         anyhow::ensure!(
             first.status == 200,
             "the index file was not cached: {}",
             first.status
         );
         anyhow::ensure!(
-            get(&router, SMALL, None).await.status == 200,
+            get(SMALL, None).await.status == 200,
             "the crate was not cached"
         );
         for _ in 0..n {
-            let status = match kind.as_str() {
-                "index" => get(&router, INDEX, None).await.status,
-                "index304" => get(&router, INDEX, first.etag.as_deref()).await.status,
-                _ => get(&router, SMALL, None).await.status,
+            let status = match base.as_str() {
+                "index" => get(INDEX, None).await.status,
+                "index304" => get(INDEX, first.etag.as_deref()).await.status,
+                _ => get(SMALL, None).await.status,
             };
             anyhow::ensure!(status == 200 || status == 304, "answered {status}");
         }

@@ -170,12 +170,14 @@ pub struct CrateGlob {
 
 /// The form two crate names share when cargo treats them as the same crate.
 fn fold(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => b.to_ascii_lowercase() as char,
-        })
-        .collect()
+    name.bytes().map(|b| fold_byte(b) as char).collect()
+}
+
+fn fold_byte(b: u8) -> u8 {
+    match b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
 }
 
 impl CrateGlob {
@@ -220,12 +222,14 @@ impl CrateGlob {
     }
 
     pub fn matches(&self, name: &CrateName) -> bool {
-        let n = name.as_str();
-        if self.wildcard {
-            n.len() >= self.folded.len() && fold(&n[..self.folded.len()]) == self.folded
+        let (n, f) = (name.as_str().as_bytes(), self.folded.as_bytes());
+        let fits = if self.wildcard {
+            n.len() >= f.len()
         } else {
-            n.len() == self.folded.len() && fold(n) == self.folded
-        }
+            n.len() == f.len()
+        };
+        // Checked on every request of a registry with auth: no allocation.
+        fits && n.iter().zip(f).all(|(&a, &b)| fold_byte(a) == b)
     }
 
     pub fn as_str(&self) -> &str {

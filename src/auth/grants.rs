@@ -159,11 +159,27 @@ impl Identity {
         krate: Option<&CrateName>,
         now_ms: u64,
     ) -> bool {
+        self.check(permission, registry, |glob| crate_ok(glob, krate), now_ms)
+    }
+
+    /// Whether it may do `permission` on every crate of `registry`: then which crate a request
+    /// names does not matter, and it need not be read.
+    pub fn allows_every_crate(&self, permission: Permission, registry: &str, now_ms: u64) -> bool {
+        self.check(permission, registry, CrateGlob::is_any, now_ms)
+    }
+
+    fn check(
+        &self,
+        permission: Permission,
+        registry: &str,
+        crates: impl Fn(&CrateGlob) -> bool,
+        now_ms: u64,
+    ) -> bool {
         let narrowed = self.scopes.as_ref().is_none_or(|scopes| {
             scopes.iter().any(|s| {
                 s.permission.implies(permission)
                     && registry_ok(&s.registry, registry)
-                    && crate_ok(&s.crates, krate)
+                    && crates(&s.crates)
             })
         });
         narrowed
@@ -172,7 +188,7 @@ impl Identity {
                     g.expires_ms.is_none_or(|e| now_ms < e)
                         && g.permission.implies(permission)
                         && registry_ok(&g.registry, registry)
-                        && crate_ok(&g.crates, krate)
+                        && crates(&g.crates)
                 }))
     }
 

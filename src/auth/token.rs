@@ -72,29 +72,19 @@ impl PlainToken {
         Self(secret)
     }
 
-    /// Reads a token from an `Authorization` header value: the token itself, or `Bearer`
-    /// (any case) and the token. The shape is checked before any lookup.
+    /// Reads a token from an `Authorization` header value (see [`token_in_header`]).
     pub fn from_header(value: &[u8]) -> Result<Self, Malformed> {
-        let value = std::str::from_utf8(value).map_err(|_| Malformed::NotOurs)?;
-        let value = value.trim();
-        let token = match value.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
-            Some(_) => return Err(Malformed::Scheme),
-            None => value,
-        };
-        Self::parse(token).ok_or(Malformed::NotOurs)
+        token_in_header(value).map(|t| Self(t.to_owned()))
     }
 
     /// A token as written in a file or pasted: trimmed, with the right shape.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        let secret = s.strip_prefix(TOKEN_PREFIX)?;
-        (secret.len() == SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric()))
-            .then(|| Self(s.to_owned()))
+        well_formed(s).then(|| Self(s.to_owned()))
     }
 
     pub fn hash(&self) -> TokenHash {
-        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+        TokenHash::of(&self.0)
     }
 
     /// The token in clear, for the one response that shows it (or a file written 0600).
@@ -109,7 +99,33 @@ impl fmt::Debug for PlainToken {
     }
 }
 
+/// The token in an `Authorization` header value: the token itself, or `Bearer` (any case) and
+/// the token. The shape is checked before any lookup; nothing is copied.
+pub fn token_in_header(value: &[u8]) -> Result<&str, Malformed> {
+    // Bytes, not text: this runs on every request to a registry with auth.
+    let value = value.trim_ascii();
+    let token = match value.iter().position(|&b| b == b' ') {
+        Some(i) if value[..i].eq_ignore_ascii_case(b"bearer") => value[i..].trim_ascii_start(),
+        Some(_) => return Err(Malformed::Scheme),
+        None => value,
+    };
+    match std::str::from_utf8(token) {
+        Ok(t) if well_formed(t) => Ok(t),
+        _ => Err(Malformed::NotOurs),
+    }
+}
+
+fn well_formed(s: &str) -> bool {
+    s.strip_prefix(TOKEN_PREFIX).is_some_and(|secret| {
+        secret.len() == SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

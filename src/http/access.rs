@@ -144,20 +144,8 @@ impl<N: Need> FromRequestParts<Arc<App>> for Access<N> {
         let params = RawPathParams::from_request_parts(parts, app)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let (mut registry, mut krate) = (None, None);
-        for (key, value) in &params {
-            match key {
-                "registry" => registry = Some(value),
-                "name" => krate = CrateName::new(value).ok(),
-                "path" => {
-                    if let Ok(IndexRequest::File(name)) = IndexRequest::parse(value) {
-                        krate = Some(name);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(registry) = registry else {
+        let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+        let Some(registry) = param("registry") else {
             return Err(ApiError::internal(
                 "an access check on a route without {registry}",
             ));
@@ -172,9 +160,21 @@ impl<N: Need> FromRequestParts<Arc<App>> for Access<N> {
             Err(AuthError::Denied(d)) => return Err(refuse(app, parts, &d, N::SPARSE)),
             Err(AuthError::Store(e)) => return Err(ApiError::internal(e.to_string())),
         };
-        if !identity.allows(N::PERMISSION, registry, krate.as_ref(), now_ms()) {
-            let denial = Denial::lacks(N::PERMISSION, registry, krate.as_ref());
-            return Err(refuse(app, parts, &denial, N::SPARSE));
+        let now = now_ms();
+        // The crate a route names matters only to an identity limited to some crates.
+        if !identity.allows_every_crate(N::PERMISSION, registry, now) {
+            let krate = match (param("name"), param("path")) {
+                (Some(name), _) => CrateName::new(name).ok(),
+                (None, Some(path)) => match IndexRequest::parse(path) {
+                    Ok(IndexRequest::File(name)) => Some(name),
+                    _ => None,
+                },
+                (None, None) => None,
+            };
+            if !identity.allows(N::PERMISSION, registry, krate.as_ref(), now) {
+                let denial = Denial::lacks(N::PERMISSION, registry, krate.as_ref());
+                return Err(refuse(app, parts, &denial, N::SPARSE));
+            }
         }
         app.auth.count(Ok(()));
         Ok(Self { _need: PhantomData })

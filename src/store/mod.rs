@@ -1,6 +1,6 @@
 //! Storage: bytes behind the [`BlobStore`] trait (files on disk, the memory tier in front),
 //! bookkeeping behind the [`CacheBook`] trait (sled; in memory for tests), accounts and the
-//! audit log behind the [`AccountStore`] trait (sled), typed keys.
+//! audit log behind the [`AccountStore`] trait (sled; in memory for tests), typed keys.
 //!
 //! The rule this module keeps: a reader never sees a half-written blob, bytes never go into
 //! the bookkeeping, no backend type (sled, files) appears in a trait, and keys are typed
@@ -11,6 +11,7 @@ mod blob;
 mod book;
 mod fs;
 mod keys;
+mod memory_accounts;
 mod sled_accounts;
 mod sled_book;
 mod tier;
@@ -23,6 +24,7 @@ pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
 pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};
 pub use fs::FsBlobStore;
 pub use keys::{BlobKey, CrateKey, IndexKey};
+pub use memory_accounts::MemoryAccounts;
 pub use sled_accounts::SledAccounts;
 pub use sled_book::{SledBook, open_db};
 pub use tier::{Held, MemoryTier};

@@ -66,8 +66,10 @@ impl SledAccounts {
 
     /// A store in a temporary database, removed when dropped (tests and benchmarks).
     pub fn temporary() -> Result<Self, StoreError> {
+        // No background flusher: a temporary store is never read back.
         let db = sled::Config::new()
             .temporary(true)
+            .flush_every_ms(None)
             .open()
             .map_err(meta_err)?;
         Self::with_db(db)

@@ -204,7 +204,7 @@ async fn metrics_are_open_on_loopback_and_need_the_secret_or_a_token_elsewhere()
     let app = cratedock::app::App::with_stores(
         config,
         std::sync::Arc::new(cratedock::store::MemoryBook::default()),
-        std::sync::Arc::new(cratedock::store::SledAccounts::temporary().unwrap()),
+        std::sync::Arc::new(cratedock::store::MemoryAccounts::default()),
     )
     .unwrap();
     let ctx = Context::system();
