@@ -252,3 +252,35 @@ pub trait AccountStore: Send + Sync + 'static {
 
     async fn flush(&self) -> Result<(), StoreError>;
 }
+
+/// Records for the stores' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{TokenRecord, User};
+
+    pub(crate) fn user(login: &str, admin: bool) -> User {
+        User {
+            login: login.into(),
+            name: String::new(),
+            email: String::new(),
+            admin,
+            disabled: false,
+            created_ms: 1,
+        }
+    }
+
+    /// A token of `user` whose hash is `hash-{id}`.
+    pub(crate) fn token(id: &str, user: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            hash: format!("hash-{id}"),
+            name: "t".into(),
+            user: user.into(),
+            scopes: None,
+            expires_ms: None,
+            revoked_ms: None,
+            created_ms: 1,
+            last_used_ms: None,
+        }
+    }
+}

@@ -211,30 +211,10 @@ impl AccountStore for MemoryAccounts {
 mod tests {
     use super::*;
     use crate::store::SledAccounts;
-
-    fn user(login: &str, admin: bool) -> User {
-        User {
-            login: login.into(),
-            name: String::new(),
-            email: String::new(),
-            admin,
-            disabled: false,
-            created_ms: 1,
-        }
-    }
+    use crate::store::accounts::fixtures::user;
 
     fn token(id: &str) -> TokenRecord {
-        TokenRecord {
-            id: id.into(),
-            hash: format!("h-{id}"),
-            name: String::new(),
-            user: "a".into(),
-            scopes: None,
-            expires_ms: None,
-            revoked_ms: None,
-            created_ms: 1,
-            last_used_ms: None,
-        }
+        crate::store::accounts::fixtures::token(id, "a")
     }
 
     /// The same calls give the same answers from both stores.
@@ -261,7 +241,7 @@ mod tests {
             a.push(format!("{:?}", s.create_token(&token("t")).await.is_err()));
             a.push(format!("{:?}", s.revoke_token("t", 9).await));
             a.push(format!("{:?}", s.touch_tokens(&[("r".into(), 4)]).await));
-            a.push(format!("{:?}", s.token_by_hash("h-r").await));
+            a.push(format!("{:?}", s.token_by_hash("hash-r").await));
             let change = UserChange {
                 disabled: Some(true),
                 ..UserChange::default()

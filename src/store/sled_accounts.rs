@@ -336,32 +336,8 @@ impl AccountStore for SledAccounts {
 mod tests {
     use super::*;
     use crate::names::CrateGlob;
+    use crate::store::accounts::fixtures::{token, user};
     use crate::store::accounts::{Actor, Permission, Subject};
-
-    fn user(login: &str, admin: bool) -> User {
-        User {
-            login: login.into(),
-            name: String::new(),
-            email: String::new(),
-            admin,
-            disabled: false,
-            created_ms: 1,
-        }
-    }
-
-    fn token(id: &str, user: &str) -> TokenRecord {
-        TokenRecord {
-            id: id.into(),
-            hash: format!("hash-{id}"),
-            name: "t".into(),
-            user: user.into(),
-            scopes: None,
-            expires_ms: None,
-            revoked_ms: None,
-            created_ms: 1,
-            last_used_ms: None,
-        }
-    }
 
     #[tokio::test]
     async fn records_round_trip_and_creates_do_not_overwrite() {
