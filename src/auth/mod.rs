@@ -10,6 +10,7 @@
 pub mod admin;
 mod bootstrap;
 mod grants;
+mod input;
 mod token;
 
 pub use bootstrap::{ADMIN_TOKEN_FILE, first_admin};

@@ -421,6 +421,15 @@ async fn bad_admin_input_is_refused_with_a_clear_message_and_changes_nothing() {
         assert!(d.contains(want), "{path} {body}: {d}");
     }
     let r = cd
+        .admin_api(
+            Method::PATCH,
+            "/-/admin/users/admin",
+            Some(r#"{"disabled":true}"#),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    assert!(detail(r).await.contains("only enabled admin"));
+    let r = cd
         .admin_api(Method::DELETE, "/-/admin/tokens/nope", None)
         .await;
     assert_eq!(r.status(), 404);
