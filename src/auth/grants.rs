@@ -215,17 +215,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn user(login: &str, admin: bool) -> User {
-        User {
-            login: login.into(),
-            name: String::new(),
-            email: String::new(),
-            admin,
-            disabled: false,
-            created_ms: 0,
-        }
-    }
+    use crate::store::accounts_fixtures::user;
 
     fn grant(subject: Subject, p: Permission, registry: Option<&str>, glob: &str) -> Grant {
         Grant {

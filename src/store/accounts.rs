@@ -84,6 +84,24 @@ pub struct UserChange {
     pub disabled: Option<bool>,
 }
 
+impl UserChange {
+    /// The change made to `user`.
+    pub fn apply(&self, user: &mut User) {
+        if let Some(n) = &self.name {
+            user.name.clone_from(n);
+        }
+        if let Some(e) = &self.email {
+            user.email.clone_from(e);
+        }
+        if let Some(a) = self.admin {
+            user.admin = a;
+        }
+        if let Some(d) = self.disabled {
+            user.disabled = d;
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Team {
     pub name: String,

@@ -63,22 +63,10 @@ impl AccountStore for MemoryAccounts {
         change: &UserChange,
     ) -> Result<Option<User>, StoreError> {
         let mut s = self.state();
-        let Some(u) = s.users.get_mut(login) else {
-            return Ok(None);
-        };
-        if let Some(n) = &change.name {
-            u.name.clone_from(n);
-        }
-        if let Some(e) = &change.email {
-            u.email.clone_from(e);
-        }
-        if let Some(a) = change.admin {
-            u.admin = a;
-        }
-        if let Some(d) = change.disabled {
-            u.disabled = d;
-        }
-        Ok(Some(u.clone()))
+        Ok(s.users.get_mut(login).map(|u| {
+            change.apply(u);
+            u.clone()
+        }))
     }
 
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError> {

@@ -16,6 +16,8 @@ mod sled_accounts;
 mod sled_book;
 mod tier;
 
+#[cfg(test)]
+pub(crate) use accounts::fixtures as accounts_fixtures;
 pub use accounts::{
     AccountStore, Actor, AuditEntry, AuditQuery, Grant, Permission, Subject, Team, TokenRecord,
     TokenScope, User, UserChange,

@@ -159,20 +159,7 @@ impl AccountStore for SledAccounts {
         login: &str,
         change: &UserChange,
     ) -> Result<Option<User>, StoreError> {
-        Self::change(&self.users, login, |u: &mut User| {
-            if let Some(n) = &change.name {
-                u.name.clone_from(n);
-            }
-            if let Some(e) = &change.email {
-                u.email.clone_from(e);
-            }
-            if let Some(a) = change.admin {
-                u.admin = a;
-            }
-            if let Some(d) = change.disabled {
-                u.disabled = d;
-            }
-        })
+        Self::change(&self.users, login, |u: &mut User| change.apply(u))
     }
 
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError> {

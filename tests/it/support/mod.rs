@@ -436,17 +436,9 @@ impl CargoProject {
     /// Runs cargo with extra environment variables and `stdin` as its input.
     pub fn cargo_with(&self, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
         use std::io::Write;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut child = Command::new(cargo)
-            .args(args)
-            .current_dir(self.dir.path().join("app"))
-            .env("CARGO_HOME", self.dir.path().join("home"))
-            .env("CARGO_TARGET_DIR", self.dir.path().join("target"))
-            .env("CARGO_TERM_COLOR", "never")
-            .env("CARGO_HTTP_TIMEOUT", "30")
+        let mut child = self
+            .command(args)
             .env_remove("CARGO_REGISTRIES_MIRROR_TOKEN")
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -472,8 +464,15 @@ impl CargoProject {
     }
 
     pub fn cargo(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// cargo in this project, with its own `CARGO_HOME` and nothing from the environment that
+    /// would change what it does.
+    fn command(&self, args: &[&str]) -> Command {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        Command::new(cargo)
+        let mut command = Command::new(cargo);
+        command
             .args(args)
             .current_dir(self.dir.path().join("app"))
             .env("CARGO_HOME", self.dir.path().join("home"))
@@ -486,10 +485,8 @@ impl CargoProject {
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .env_remove("https_proxy");
+        command
     }
 
     /// Runs cargo and fails the test with its output when it fails.
