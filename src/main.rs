@@ -174,9 +174,10 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
                 "created the first admin user; its token is in this file (mode 0600): create named admins and tokens with it, then revoke it"
             );
         }
-        tokio::spawn(app.auth.clone().write_last_used_every(std::time::Duration::from_millis(
-            app.config.auth.last_used_write_interval_ms,
-        )));
+        let (stop_writer, stop) = tokio::sync::watch::channel(false);
+        let interval =
+            std::time::Duration::from_millis(app.config.auth.last_used_write_interval_ms);
+        let writer = tokio::spawn(app.auth.clone().write_last_used_every(interval, stop));
         tracing::info!(registries = ?app.registry_names().collect::<Vec<_>>(), "serving");
         let serving = cratedock::net::Serving {
             router: cratedock::http::router(app.clone()),
@@ -188,6 +189,10 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
             cratedock::net::serve(serving, listeners, cratedock::net::shutdown_signal()).await?;
         // Answers may have gone out before their files were stored: let those writes end.
         app.settle(deadline).await;
+        let _ = stop_writer.send(true);
+        if let Err(e) = writer.await {
+            tracing::warn!(error = %e, "the last-used writer failed");
+        }
         app.flush().await
     })
 }

@@ -232,6 +232,17 @@ impl CrateGlob {
         fits && n.iter().zip(f).all(|(&a, &b)| fold_byte(a) == b)
     }
 
+    /// Whether some crate name matches both globs.
+    pub fn overlaps(&self, other: &CrateGlob) -> bool {
+        let (a, b) = (self.folded.as_str(), other.folded.as_str());
+        match (self.wildcard, other.wildcard) {
+            (false, false) => a == b,
+            (true, false) => b.starts_with(a),
+            (false, true) => a.starts_with(b),
+            (true, true) => a.starts_with(b) || b.starts_with(a),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.original
     }
@@ -320,6 +331,10 @@ mod tests {
         ] {
             assert!(CrateGlob::new(bad).is_err(), "{bad:?} was accepted");
         }
+        let glob = |s| CrateGlob::new(s).unwrap();
+        assert!(acme.overlaps(&glob("ACME_x*")) && acme.overlaps(&glob("acme-core")));
+        assert!(acme.overlaps(&any) && any.overlaps(&exact));
+        assert!(!acme.overlaps(&exact) && !exact.overlaps(&glob("serde")));
         let json: CrateGlob = serde_json::from_str("\"acme-*\"").unwrap();
         assert_eq!(json, acme);
         assert!(serde_json::from_str::<CrateGlob>("\"a*b\"").is_err());

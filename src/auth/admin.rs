@@ -12,8 +12,8 @@ use super::input::{email, expiry, shown, text};
 use super::{Auth, PlainToken, token::random_id};
 use crate::names::{CrateGlob, Handle};
 use crate::store::{
-    Actor, AuditEntry, AuditQuery, Grant, Permission, StoreError, Subject, Team, TokenRecord,
-    TokenScope, User, UserChange, now_ms,
+    Actor, AuditEntry, AuditQuery, Grant, Permission, Revocation, StoreError, Subject, Team,
+    TokenRecord, TokenScope, User, UserChange, now_ms,
 };
 
 const MAX_TEXT: usize = 200;
@@ -136,41 +136,39 @@ impl From<TokenRecord> for TokenView {
     }
 }
 
-impl Auth {
-    async fn audit(
-        &self,
-        ctx: &Context,
-        action: &str,
-        registry: Option<&str>,
-        target: &str,
-    ) -> Result<(), AdminError> {
-        self.record(ctx, action, registry, None, target, "ok")
-            .await?;
-        Ok(())
+/// An audit record of `action` by `ctx` on `target`, with the outcome `ok` (the store keeps
+/// it only if the change happens).
+pub(super) fn entry(
+    ctx: &Context,
+    action: &str,
+    registry: Option<&str>,
+    target: &str,
+) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        time_ms: now_ms(),
+        actor: ctx.actor.clone(),
+        source: ctx.source.clone(),
+        action: action.to_owned(),
+        registry: registry.map(str::to_owned),
+        krate: None,
+        target: target.to_owned(),
+        outcome: "ok".to_owned(),
     }
+}
 
-    /// Appends one audit record.
-    pub async fn record(
+impl Auth {
+    /// Appends the record of a refused attempt (a change has its record stored with it).
+    pub async fn record_refusal(
         &self,
         ctx: &Context,
         action: &str,
-        registry: Option<&str>,
-        krate: Option<&str>,
         target: &str,
-        outcome: &str,
+        why: &str,
     ) -> Result<u64, StoreError> {
-        let entry = AuditEntry {
-            seq: 0,
-            time_ms: now_ms(),
-            actor: ctx.actor.clone(),
-            source: ctx.source.clone(),
-            action: action.to_owned(),
-            registry: registry.map(str::to_owned),
-            krate: krate.map(str::to_owned),
-            target: target.to_owned(),
-            outcome: outcome.to_owned(),
-        };
-        self.store.append_audit(&entry).await
+        let mut e = entry(ctx, action, None, target);
+        e.outcome = format!("denied: {why}");
+        self.store.append_audit(&e).await
     }
 
     async fn existing_user(&self, login: &str) -> Result<User, AdminError> {
@@ -207,16 +205,17 @@ impl Auth {
             disabled: false,
             created_ms: now_ms(),
         };
+        let _serial = self.admin_lock.lock().await;
         if self.store.team(&user.login).await?.is_some() {
             return Err(AdminError::Conflict(format!(
                 "`{login}` is a team's name; a principal must name one user or one team"
             )));
         }
-        if !self.store.create_user(&user).await? {
+        let audit = entry(ctx, "user.create", None, &user.login);
+        if !self.store.create_user(&user, &audit).await? {
             return Err(AdminError::Conflict(format!("a user `{login}` exists")));
         }
         self.changed();
-        self.audit(ctx, "user.create", None, &user.login).await?;
         Ok(user)
     }
 
@@ -226,42 +225,47 @@ impl Auth {
         login: &str,
         mut change: UserChange,
     ) -> Result<User, AdminError> {
+        if change == UserChange::default() {
+            return invalid("nothing to change: give name, email, admin or disabled");
+        }
         if let Some(n) = &change.name {
             change.name = Some(text("the name", n, MAX_TEXT)?);
         }
         if let Some(e) = &change.email {
             change.email = Some(email(e)?);
         }
+        // Serialized, so that two admins cannot take away each other's rights at once.
+        let _serial = self.admin_lock.lock().await;
+        let user = self.existing_user(login).await?;
         let loses_admin = change.disabled == Some(true) || change.admin == Some(false);
-        if loses_admin {
-            let users = self.store.users().await?;
-            let enabled_admin = |u: &&User| u.admin && !u.disabled;
-            if users.iter().filter(enabled_admin).all(|u| u.login == login)
-                && users
-                    .iter()
-                    .any(|u| u.login == login && u.admin && !u.disabled)
+        if loses_admin && user.admin && !user.disabled {
+            let others = self.store.users().await?;
+            if !others
+                .iter()
+                .any(|u| u.admin && !u.disabled && u.login != login)
             {
                 return Err(AdminError::Conflict(format!(
                     "`{login}` is the only enabled admin; make another admin first"
                 )));
             }
         }
-        let Some(user) = self.store.change_user(login, &change).await? else {
-            return Err(AdminError::NotFound(format!("no user `{}`", shown(login))));
-        };
-        self.changed();
         let action = match change.disabled {
             Some(true) => "user.disable",
             Some(false) => "user.enable",
             None => "user.change",
         };
-        self.audit(ctx, action, None, login).await?;
+        let audit = entry(ctx, action, None, login);
+        let Some(user) = self.store.change_user(login, &change, &audit).await? else {
+            return Err(AdminError::NotFound(format!("no user `{}`", shown(login))));
+        };
+        self.changed();
         Ok(user)
     }
 
     pub async fn create_team(&self, ctx: &Context, new: NewTeam) -> Result<Team, AdminError> {
         let name =
             Handle::new(&new.name, "team name").map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let _serial = self.admin_lock.lock().await;
         let mut members = BTreeSet::new();
         for m in &new.members {
             members.insert(self.existing_user(m).await?.login);
@@ -276,11 +280,11 @@ impl Auth {
             members,
             created_ms: now_ms(),
         };
-        if !self.store.create_team(&team).await? {
+        let audit = entry(ctx, "team.create", None, &team.name);
+        if !self.store.create_team(&team, &audit).await? {
             return Err(AdminError::Conflict(format!("a team `{name}` exists")));
         }
         self.changed();
-        self.audit(ctx, "team.create", None, &team.name).await?;
         Ok(team)
     }
 
@@ -291,24 +295,34 @@ impl Auth {
         login: &str,
         member: bool,
     ) -> Result<Team, AdminError> {
-        if member {
-            self.existing_user(login).await?;
-        }
-        let Some(t) = self.store.set_member(team, login, member).await? else {
+        let _serial = self.admin_lock.lock().await;
+        let Some(found) = self.store.team(team).await? else {
             return Err(AdminError::NotFound(format!("no team `{}`", shown(team))));
         };
-        self.changed();
+        if member {
+            self.existing_user(login).await?;
+        } else if !found.members.contains(login) {
+            return Err(AdminError::NotFound(format!(
+                "`{}` is not a member of `{}`",
+                shown(login),
+                shown(team)
+            )));
+        }
         let action = if member {
             "team.add_member"
         } else {
             "team.remove_member"
         };
-        self.audit(ctx, action, None, &format!("{team}/{login}"))
-            .await?;
+        let audit = entry(ctx, action, None, &format!("{team}/{login}"));
+        let Some(t) = self.store.set_member(team, login, member, &audit).await? else {
+            return Err(AdminError::NotFound(format!("no team `{}`", shown(team))));
+        };
+        self.changed();
         Ok(t)
     }
 
     pub async fn add_grant(&self, ctx: &Context, new: NewGrant) -> Result<Grant, AdminError> {
+        let _serial = self.admin_lock.lock().await;
         let subject = match (new.user, new.team) {
             (Some(u), None) => Subject::User(self.existing_user(&u).await?.login),
             (None, Some(t)) => match self.store.team(&t).await? {
@@ -326,22 +340,25 @@ impl Auth {
             expires_ms: expiry(new.expires_in.as_deref())?,
             created_ms: now_ms(),
         };
-        self.store.add_grant(&grant).await?;
-        self.changed();
         let target = format!("{} {}", grant.id, describe(&grant));
-        self.audit(ctx, "grant.add", grant.registry.as_deref(), &target)
-            .await?;
+        let audit = entry(ctx, "grant.add", grant.registry.as_deref(), &target);
+        self.store.add_grant(&grant, &audit).await?;
+        self.changed();
         Ok(grant)
     }
 
     pub async fn remove_grant(&self, ctx: &Context, id: &str) -> Result<Grant, AdminError> {
-        let Some(grant) = self.store.remove_grant(id).await? else {
+        let _serial = self.admin_lock.lock().await;
+        let grants = self.store.grants().await?;
+        let Some(grant) = grants.into_iter().find(|g| g.id == id) else {
+            return Err(AdminError::NotFound(format!("no grant `{}`", shown(id))));
+        };
+        let target = format!("{} {}", grant.id, describe(&grant));
+        let audit = entry(ctx, "grant.remove", grant.registry.as_deref(), &target);
+        let Some(grant) = self.store.remove_grant(id, &audit).await? else {
             return Err(AdminError::NotFound(format!("no grant `{}`", shown(id))));
         };
         self.changed();
-        let target = format!("{} {}", grant.id, describe(&grant));
-        self.audit(ctx, "grant.remove", grant.registry.as_deref(), &target)
-            .await?;
         Ok(grant)
     }
 
@@ -351,10 +368,6 @@ impl Auth {
         ctx: &Context,
         new: NewToken,
     ) -> Result<(TokenRecord, PlainToken), AdminError> {
-        let user = self.existing_user(&new.user).await?;
-        if user.disabled {
-            return invalid(format!("user `{}` is disabled", user.login));
-        }
         let scopes = match (new.read_only, new.scopes) {
             (true, Some(_)) => return invalid("give `read_only` or `scopes`, not both"),
             (true, None) => Some(vec![TokenScope {
@@ -369,6 +382,12 @@ impl Auth {
             self.registry(s.registry.as_deref())?;
         }
         let name = text("the token name", new.name.as_deref().unwrap_or(""), 100)?;
+        let expires_ms = expiry(new.expires_in.as_deref())?;
+        let _serial = self.admin_lock.lock().await;
+        let user = self.existing_user(&new.user).await?;
+        if user.disabled {
+            return invalid(format!("user `{}` is disabled", user.login));
+        }
         let token = PlainToken::generate();
         let record = TokenRecord {
             id: random_id(8),
@@ -376,26 +395,32 @@ impl Auth {
             name,
             user: user.login,
             scopes,
-            expires_ms: expiry(new.expires_in.as_deref())?,
+            expires_ms,
             revoked_ms: None,
             created_ms: now_ms(),
             last_used_ms: None,
         };
-        self.store.create_token(&record).await?;
-        self.changed();
         let target = format!("{} of {}", record.id, record.user);
-        self.audit(ctx, "token.create", None, &target).await?;
+        let audit = entry(ctx, "token.create", None, &target);
+        self.store.create_token(&record, &audit).await?;
+        self.changed();
         Ok((record, token))
     }
 
     pub async fn revoke_token(&self, ctx: &Context, id: &str) -> Result<TokenRecord, AdminError> {
-        let Some(t) = self.store.revoke_token(id, now_ms()).await? else {
-            return Err(AdminError::NotFound(format!("no token `{}`", shown(id))));
-        };
-        self.changed();
-        let target = format!("{} of {}", t.id, t.user);
-        self.audit(ctx, "token.revoke", None, &target).await?;
-        Ok(t)
+        let audit = entry(ctx, "token.revoke", None, id);
+        match self.store.revoke_token(id, now_ms(), &audit).await? {
+            Revocation::Revoked(t) => {
+                self.changed();
+                Ok(t)
+            }
+            Revocation::AlreadyRevoked(t) => Err(AdminError::Conflict(format!(
+                "token `{}` was revoked on {}",
+                t.id,
+                super::rfc3339(t.revoked_ms.unwrap_or_default())
+            ))),
+            Revocation::Unknown => Err(AdminError::NotFound(format!("no token `{}`", shown(id)))),
+        }
     }
 
     pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenView>, AdminError> {

@@ -1,5 +1,6 @@
-//! The first admin: on a start with no enabled admin and no `admin-token` file, cratedock
-//! creates an admin user and writes its token to `{data_dir}/admin-token` (mode 0600).
+//! The first admin: on a start with no `admin-token` file and no enabled admin holding a live
+//! token (a first start, or every admin locked out), cratedock creates an admin user and writes
+//! its token to `{data_dir}/admin-token` (mode 0600).
 //!
 //! The rule this module keeps: the file is written once and never rewritten, and the token is
 //! never logged. The token goes to `admin-token.new` first, then the user and token are
@@ -9,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::admin::Context;
+use super::admin::{Context, entry};
 use super::{Auth, PlainToken, token::random_id};
 use crate::store::{StoreError, TokenRecord, User, now_ms};
 
@@ -21,7 +22,8 @@ pub async fn first_admin(auth: &Auth, data_dir: &Path) -> Result<Option<PathBuf>
     let file = data_dir.join(ADMIN_TOKEN_FILE);
     let pending = data_dir.join(format!("{ADMIN_TOKEN_FILE}.new"));
     if let Ok(text) = std::fs::read_to_string(&pending) {
-        // A start that stopped between storing the admin and renaming the file.
+        // A start that stopped between storing the admin (with its audit records) and
+        // renaming the file.
         let stored = match PlainToken::parse(&text) {
             Some(t) => auth.store().token_by_hash(&t.hash().hex()).await?.is_some(),
             None => false,
@@ -37,9 +39,6 @@ pub async fn first_admin(auth: &Auth, data_dir: &Path) -> Result<Option<PathBuf>
         return Ok(None);
     }
     let users = auth.store().users().await?;
-    if users.iter().any(|u| u.admin && !u.disabled) {
-        return Ok(None);
-    }
     let login = (1..)
         .map(|n| match n {
             1 => "admin".to_owned(),
@@ -48,7 +47,6 @@ pub async fn first_admin(auth: &Auth, data_dir: &Path) -> Result<Option<PathBuf>
         .find(|l| users.iter().all(|u| u.login != *l))
         .expect("an unused login");
     let token = PlainToken::generate();
-    write_secret(&pending, token.expose())?;
     let now = now_ms();
     let user = User {
         login: login.clone(),
@@ -69,18 +67,28 @@ pub async fn first_admin(auth: &Auth, data_dir: &Path) -> Result<Option<PathBuf>
         created_ms: now,
         last_used_ms: None,
     };
-    if !auth.store().create_first_admin(&user, &record).await? {
+    let ctx = Context::system();
+    let audit = [
+        entry(&ctx, "user.create", None, &login),
+        entry(
+            &ctx,
+            "token.create",
+            None,
+            &format!("{} of {login}", record.id),
+        ),
+    ];
+    write_secret(&pending, token.expose())?;
+    if !auth
+        .store()
+        .create_first_admin(&user, &record, now, &audit)
+        .await?
+    {
+        // An enabled admin can still sign in: nothing to do.
         std::fs::remove_file(&pending)?;
         return Ok(None);
     }
     std::fs::rename(&pending, &file)?;
     sync_dir(data_dir)?;
-    let ctx = Context::system();
-    auth.record(&ctx, "user.create", None, None, &login, "ok")
-        .await?;
-    let target = format!("{} of {login}", record.id);
-    auth.record(&ctx, "token.create", None, None, &target, "ok")
-        .await?;
     Ok(Some(file))
 }
 

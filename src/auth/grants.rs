@@ -92,11 +92,6 @@ fn registry_ok(scope: &Option<String>, registry: &str) -> bool {
     scope.as_deref().is_none_or(|r| r == registry)
 }
 
-/// `None` asks about the registry as a whole: any pattern of it will do.
-fn crate_ok(glob: &CrateGlob, krate: Option<&CrateName>) -> bool {
-    krate.is_none_or(|k| glob.matches(k))
-}
-
 impl Identity {
     /// A user, reached by a token (`token`) or by a principal that names it.
     pub fn of_user(
@@ -151,7 +146,7 @@ impl Identity {
     }
 
     /// Whether it may do `permission` on `registry`, on `krate` (or, for `None`, on some
-    /// crate of the registry), at `now_ms`.
+    /// crate of the registry that both the token and the grants allow), at `now_ms`.
     pub fn allows(
         &self,
         permission: Permission,
@@ -159,37 +154,58 @@ impl Identity {
         krate: Option<&CrateName>,
         now_ms: u64,
     ) -> bool {
-        self.check(permission, registry, |glob| crate_ok(glob, krate), now_ms)
+        match (krate, &self.scopes) {
+            (Some(k), _) => {
+                let matches = |g: &CrateGlob| g.matches(k);
+                self.narrowed(permission, registry, matches)
+                    && self.granted(permission, registry, matches, now_ms)
+            }
+            (None, None) => self.granted(permission, registry, |_| true, now_ms),
+            (None, Some(scopes)) => scopes
+                .iter()
+                .filter(|s| s.permission.implies(permission) && registry_ok(&s.registry, registry))
+                .any(|s| self.granted(permission, registry, |g| g.overlaps(&s.crates), now_ms)),
+        }
     }
 
     /// Whether it may do `permission` on every crate of `registry`: then which crate a request
     /// names does not matter, and it need not be read.
     pub fn allows_every_crate(&self, permission: Permission, registry: &str, now_ms: u64) -> bool {
-        self.check(permission, registry, CrateGlob::is_any, now_ms)
+        self.narrowed(permission, registry, CrateGlob::is_any)
+            && self.granted(permission, registry, CrateGlob::is_any, now_ms)
     }
 
-    fn check(
+    /// Whether the token's narrowing (if any) allows it.
+    fn narrowed(
+        &self,
+        permission: Permission,
+        registry: &str,
+        crates: impl Fn(&CrateGlob) -> bool,
+    ) -> bool {
+        self.scopes.as_ref().is_none_or(|scopes| {
+            scopes.iter().any(|s| {
+                s.permission.implies(permission)
+                    && registry_ok(&s.registry, registry)
+                    && crates(&s.crates)
+            })
+        })
+    }
+
+    /// Whether the admin flag or an unexpired grant allows it.
+    fn granted(
         &self,
         permission: Permission,
         registry: &str,
         crates: impl Fn(&CrateGlob) -> bool,
         now_ms: u64,
     ) -> bool {
-        let narrowed = self.scopes.as_ref().is_none_or(|scopes| {
-            scopes.iter().any(|s| {
-                s.permission.implies(permission)
-                    && registry_ok(&s.registry, registry)
-                    && crates(&s.crates)
+        self.admin
+            || self.grants.iter().any(|g| {
+                g.expires_ms.is_none_or(|e| now_ms < e)
+                    && g.permission.implies(permission)
+                    && registry_ok(&g.registry, registry)
+                    && crates(&g.crates)
             })
-        });
-        narrowed
-            && (self.admin
-                || self.grants.iter().any(|g| {
-                    g.expires_ms.is_none_or(|e| now_ms < e)
-                        && g.permission.implies(permission)
-                        && registry_ok(&g.registry, registry)
-                        && crates(&g.crates)
-                }))
     }
 
     /// Whether it may use the admin API: the admin flag, or `admin` on every registry and
@@ -323,6 +339,19 @@ mod tests {
             !ci.is_admin(0),
             "a read-only token of an admin is not an admin"
         );
+        // For the registry as a whole, the narrowing and the grants must meet on some crate.
+        let mut acme = token.clone();
+        acme.scopes = Some(vec![TokenScope {
+            permission: Read,
+            registry: None,
+            crates: CrateGlob::new("acme-*").unwrap(),
+        }]);
+        let serde_only = [grant(Subject::User("s".into()), Read, None, "serde")];
+        let s = Identity::of_user(&user("s", false), &[], &serde_only, Some(&acme), None);
+        assert!(!s.allows(Read, "internal", None, 0));
+        let acme_grant = [grant(Subject::User("s".into()), Read, None, "acme-core")];
+        let s = Identity::of_user(&user("s", false), &[], &acme_grant, Some(&acme), None);
+        assert!(s.allows(Read, "internal", None, 0));
         // The narrowing cannot widen: a user without grants gets nothing.
         let nobody = Identity::of_user(&user("n", false), &[], &[], Some(&token), None);
         assert!(!nobody.allows(Read, "internal", None, 0));

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
-use crate::store::{AccountStore, StoreError, now_ms};
+use crate::store::{AccountStore, Grant, StoreError, Team, now_ms};
 
 /// How long a token's use is noted in memory before it is noted again.
 const NOTE_USE_EVERY_MS: u64 = 1_000;
@@ -36,12 +36,8 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-/// What a cache slot holds: the answer, and the generation it was resolved in.
-#[derive(Clone)]
-struct Cached {
-    generation: u64,
-    answer: Result<Arc<Identity>, Denial>,
-}
+/// What a cache slot holds.
+type Answer = Result<Arc<Identity>, Denial>;
 
 #[derive(Clone, PartialEq, Eq)]
 enum CacheKey {
@@ -49,16 +45,32 @@ enum CacheKey {
     Principal(Arc<str>),
 }
 
-impl Hash for CacheKey {
+/// A cache slot: who, as resolved in a generation. A slot of an older generation is never
+/// looked up again, so an answer resolved from data that changed meanwhile is never used.
+#[derive(Clone, PartialEq, Eq)]
+struct Slot {
+    generation: u64,
+    key: CacheKey,
+}
+
+impl Hash for Slot {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        match self {
+        match &self.key {
             // A SHA-256 is already uniform: its first 8 bytes are as good a hash as any.
-            Self::Token(t) => h.write_u64(u64::from_le_bytes(
+            CacheKey::Token(t) => h.write_u64(u64::from_le_bytes(
                 t.0[..8].try_into().expect("8 of 32 bytes"),
             )),
-            Self::Principal(p) => p.hash(h),
+            CacheKey::Principal(p) => p.hash(h),
         }
+        h.write_u64(self.generation);
     }
+}
+
+/// Teams and grants as of a generation: what every resolution in it reads.
+struct Snapshot {
+    generation: u64,
+    teams: Vec<Team>,
+    grants: Vec<Grant>,
 }
 
 /// The cache's hasher: a token key's bytes as they are, FNV-1a for principals (names from the
@@ -91,9 +103,15 @@ impl Hasher for KeyHasher {
 pub struct Auth {
     store: Arc<dyn AccountStore>,
     registries: BTreeSet<String>,
-    cache: moka::sync::Cache<CacheKey, Cached, BuildHasherDefault<KeyHasher>>,
+    cache: moka::sync::Cache<Slot, Answer, BuildHasherDefault<KeyHasher>>,
     /// Bumped after every change to users, teams, grants or tokens.
     generation: AtomicU64,
+    /// Held while resolving a miss: concurrent misses (all tokens at once, after a change)
+    /// resolve one at a time, each finding what the others put in the cache, and share one
+    /// read of the teams and grants per generation.
+    resolving: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Serializes admin changes, so that checks across records (the last enabled admin) hold.
+    admin_lock: tokio::sync::Mutex<()>,
     /// Token id → last use, waiting to be written.
     used: Mutex<HashMap<Arc<str>, u64>>,
     metrics: Arc<Metrics>,
@@ -117,6 +135,8 @@ impl Auth {
                 .max_capacity(cache_entries)
                 .build_with_hasher(BuildHasherDefault::default()),
             generation: AtomicU64::new(0),
+            resolving: tokio::sync::Mutex::default(),
+            admin_lock: tokio::sync::Mutex::default(),
             used: Mutex::default(),
             metrics,
             allowed,
@@ -127,9 +147,10 @@ impl Auth {
         &*self.store
     }
 
-    /// Makes every cached identity stale; called after each change.
+    /// Makes every cached identity stale; called after each change, once it is stored.
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
     }
 
     /// Who the request is: its `Authorization` header when it has one, else the principal of
@@ -147,20 +168,13 @@ impl Auth {
             (None, Some(p)) => CacheKey::Principal(p.clone()),
             (None, None) => return Ok(None),
         };
-        let generation = self.generation.load(Ordering::SeqCst);
-        let answer = match self.cache.get(&key) {
-            Some(c) if c.generation == generation => c.answer,
-            _ => {
-                let answer = self.resolve(&key).await?;
-                self.cache.insert(
-                    key,
-                    Cached {
-                        generation,
-                        answer: answer.clone(),
-                    },
-                );
-                answer
-            }
+        let slot = Slot {
+            generation: self.generation.load(Ordering::SeqCst),
+            key,
+        };
+        let answer = match self.cache.get(&slot) {
+            Some(answer) => answer,
+            None => self.resolve_miss(slot).await?,
         };
         let identity = answer.map_err(AuthError::Denied)?;
         let now = now_ms();
@@ -173,9 +187,33 @@ impl Auth {
         Ok(Some(identity))
     }
 
+    async fn resolve_miss(&self, slot: Slot) -> Result<Answer, StoreError> {
+        let mut snapshot = self.resolving.lock().await;
+        if let Some(answer) = self.cache.get(&slot) {
+            return Ok(answer);
+        }
+        let current = match &*snapshot {
+            Some(snap) if snap.generation == slot.generation => snap.clone(),
+            _ => {
+                // Read now, it is at least as new as the slot's generation.
+                let snap = Arc::new(Snapshot {
+                    generation: slot.generation,
+                    teams: self.store.teams().await?,
+                    grants: self.store.grants().await?,
+                });
+                *snapshot = Some(snap.clone());
+                snap
+            }
+        };
+        let answer = self.resolve(&slot.key, &current).await?;
+        self.cache.insert(slot, answer.clone());
+        Ok(answer)
+    }
+
     /// Reads what a token or principal stands for from the store.
-    async fn resolve(&self, key: &CacheKey) -> Result<Result<Arc<Identity>, Denial>, StoreError> {
+    async fn resolve(&self, key: &CacheKey, snap: &Snapshot) -> Result<Answer, StoreError> {
         let s = &self.store;
+        let (teams, grants) = (&snap.teams, &snap.grants);
         match key {
             CacheKey::Token(hash) => {
                 let Some(token) = s.token_by_hash(&hash.hex()).await? else {
@@ -190,22 +228,19 @@ impl Auth {
                 if user.disabled {
                     return Ok(Err(Denial::Disabled { login: user.login }));
                 }
-                let (teams, grants) = (s.teams().await?, s.grants().await?);
-                let id = Identity::of_user(&user, &teams, &grants, Some(&token), None);
+                let id = Identity::of_user(&user, teams, grants, Some(&token), None);
                 Ok(Ok(Arc::new(id)))
             }
             CacheKey::Principal(p) => {
-                let grants = s.grants().await?;
                 if let Some(user) = s.user(p).await? {
                     if user.disabled {
                         return Ok(Err(Denial::Disabled { login: user.login }));
                     }
-                    let teams = s.teams().await?;
-                    let id = Identity::of_user(&user, &teams, &grants, None, Some(p));
+                    let id = Identity::of_user(&user, teams, grants, None, Some(p));
                     return Ok(Ok(Arc::new(id)));
                 }
-                match s.team(p).await? {
-                    Some(team) => Ok(Ok(Arc::new(Identity::of_team(&team, &grants, p)))),
+                match teams.iter().find(|t| *t.name == **p) {
+                    Some(team) => Ok(Ok(Arc::new(Identity::of_team(team, grants, p)))),
                     None => {
                         tracing::warn!(principal = %p, "a client certificate's principal names no user or team");
                         Ok(Err(Denial::Unknown))
@@ -231,29 +266,50 @@ impl Auth {
         used.insert(id.clone(), now);
     }
 
-    /// Writes the last-used times noted since the previous call.
+    /// Writes the last-used times noted since the previous call; on failure they wait for the
+    /// next.
     pub async fn write_last_used(&self) -> Result<(), StoreError> {
-        let batch: Vec<(String, u64)> = {
+        let batch: Vec<(Arc<str>, u64)> = {
             let mut used = self.used.lock().expect("last-used lock");
-            used.drain().map(|(id, at)| (id.to_string(), at)).collect()
+            used.drain().collect()
         };
         if batch.is_empty() {
             return Ok(());
         }
-        self.store.touch_tokens(&batch).await
+        let owned: Vec<(String, u64)> =
+            batch.iter().map(|(id, at)| (id.to_string(), *at)).collect();
+        let written = self.store.touch_tokens(&owned).await;
+        if written.is_err() {
+            let mut used = self.used.lock().expect("last-used lock");
+            for (id, at) in batch {
+                let slot = used.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+        }
+        written
     }
 
-    /// Writes last-used times every `interval` (a background task, for the life of the
-    /// process; the final batch is written by [`Auth::flush`]).
-    pub async fn write_last_used_every(self: Arc<Self>, interval: std::time::Duration) {
+    /// Writes last-used times every `interval` until `stop` says so, then once more.
+    pub async fn write_last_used_every(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
             if let Err(e) = self.write_last_used().await {
+                // The next tick is the back-off.
                 tracing::warn!(error = %e, "cannot write tokens' last-used times; will retry");
             }
+        }
+        if let Err(e) = self.write_last_used().await {
+            tracing::warn!(error = %e, "cannot write tokens' last-used times at shutdown");
         }
     }
 
@@ -311,18 +367,24 @@ mod tests {
         assert_eq!(who.unwrap().unwrap().user.as_deref(), Some("alice"));
 
         // A change made behind the cache's back is not seen (the cache works) ...
-        auth.store()
-            .revoke_token(&record.id, 5)
-            .await
-            .unwrap()
-            .unwrap();
+        let behind = admin::entry(&ctx, "token.revoke", None, &record.id);
+        let revoked = auth.store().revoke_token(&record.id, 5, &behind).await;
+        assert!(matches!(revoked, Ok(crate::store::Revocation::Revoked(_))));
         assert!(
             auth.authenticate(Some(header.as_bytes()), None)
                 .await
                 .is_ok()
         );
-        // ... one made through auth is seen at once.
-        auth.revoke_token(&ctx, &record.id).await.unwrap();
+        // ... one made through auth is seen at once (this one finds it revoked already, and
+        // says so; any change makes the cached identities stale).
+        assert!(auth.revoke_token(&ctx, &record.id).await.is_err());
+        let bob = admin::NewUser {
+            login: "bob".into(),
+            name: String::new(),
+            email: String::new(),
+            admin: false,
+        };
+        auth.create_user(&ctx, bob).await.unwrap();
         let denied = auth.authenticate(Some(header.as_bytes()), None).await;
         assert!(matches!(
             denied,

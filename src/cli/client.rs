@@ -15,17 +15,21 @@ pub(super) struct Client {
     token: PlainToken,
 }
 
-/// The admin token: from `CRATEDOCK_TOKEN`, or the file given.
-fn read_token(file: Option<&Path>) -> anyhow::Result<PlainToken> {
-    let (text, from) = match (std::env::var("CRATEDOCK_TOKEN"), file) {
-        (Ok(t), _) if !t.trim().is_empty() => (t, "CRATEDOCK_TOKEN".to_owned()),
-        (_, Some(f)) => (
-            std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read the token file {}", f.display()))?,
-            f.display().to_string(),
-        ),
-        _ => anyhow::bail!(
-            "no admin token: give --token-file FILE (the first one is DATA_DIR/admin-token) or set CRATEDOCK_TOKEN"
+/// The admin token, from the first of: `--token-file`, `CRATEDOCK_TOKEN`,
+/// `CRATEDOCK_TOKEN_FILE`.
+fn read_token(flag: Option<&Path>) -> anyhow::Result<PlainToken> {
+    let env = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let from_file = |f: &Path| -> anyhow::Result<(String, String)> {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the token file {}", f.display()))?;
+        Ok((text, f.display().to_string()))
+    };
+    let (text, from) = match (flag, env("CRATEDOCK_TOKEN"), env("CRATEDOCK_TOKEN_FILE")) {
+        (Some(f), _, _) => from_file(f)?,
+        (None, Some(t), _) => (t, "CRATEDOCK_TOKEN".to_owned()),
+        (None, None, Some(f)) => from_file(Path::new(&f))?,
+        (None, None, None) => anyhow::bail!(
+            "no admin token: give --token-file FILE (the first one is DATA_DIR/admin-token), or set CRATEDOCK_TOKEN or CRATEDOCK_TOKEN_FILE"
         ),
     };
     PlainToken::parse(&text)

@@ -26,8 +26,9 @@ pub struct AdminArgs {
         global = true
     )]
     url: String,
-    /// File holding an admin token (e.g. DATA_DIR/admin-token); or set CRATEDOCK_TOKEN.
-    #[arg(long, env = "CRATEDOCK_TOKEN_FILE", global = true)]
+    /// File holding an admin token (e.g. DATA_DIR/admin-token). Without it: the token in
+    /// CRATEDOCK_TOKEN, else the file named by CRATEDOCK_TOKEN_FILE.
+    #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// PEM CA bundle to trust for an https:// URL, besides the system's roots.
     #[arg(long, env = "CRATEDOCK_CA_FILE", global = true)]

@@ -131,6 +131,8 @@ fn refuse(app: &App, parts: &Parts, denial: &Denial, sparse: bool) -> ApiError {
             format!("{}; see {login} for how to get one", denial.detail()),
             login,
         ),
+        // Not a token at all: unauthenticated, wherever it was sent.
+        Denial::Malformed(_) => ApiError::unauthorized(denial.detail(), login),
         _ if sparse => ApiError::unauthorized(denial.detail(), login),
         _ => ApiError::forbidden(denial.detail()),
     }
@@ -219,18 +221,21 @@ impl FromRequestParts<Arc<App>> for Admin {
             Err(AuthError::Denied(d)) => (None, d),
             Err(AuthError::Store(e)) => return Err(ApiError::internal(e.to_string())),
         };
-        // A refused attempt to change something is worth an audit record.
-        if parts.method != http::Method::GET {
+        // A user's refused attempt to change something is worth an audit record. (Refusals of
+        // requests without a valid token are only counted: anyone could fill the log with them.)
+        if let Some(id) = &identity
+            && parts.method != http::Method::GET
+            && parts.method != http::Method::HEAD
+        {
             let ctx = Context {
-                actor: identity.as_deref().map(actor_of).unwrap_or_default(),
+                actor: actor_of(id),
                 source,
             };
             let action = format!("admin.{}", parts.method.as_str().to_ascii_lowercase());
             let target: String = parts.uri.path().chars().take(200).collect();
-            let outcome = format!("denied: {}", denial.reason());
             if let Err(e) = app
                 .auth
-                .record(&ctx, &action, None, None, &target, &outcome)
+                .record_refusal(&ctx, &action, &target, denial.reason())
                 .await
             {
                 return Err(ApiError::internal(e.to_string()));

@@ -98,7 +98,10 @@ pub(super) async fn user(
         .map_err(AdminError::from)?
     {
         Some(u) => Ok(json(StatusCode::OK, &u)),
-        None => Err(ApiError::not_found(format!("no user `{login}`"))),
+        None => Err(ApiError::not_found(format!(
+            "no user `{}`",
+            crate::names::shown(&login)
+        ))),
     }
 }
 
@@ -297,19 +300,17 @@ pub(super) async fn audit(
         limit,
     };
     let records = app.auth.audit_log(q).await?;
+    let next_before = (records.len() == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
     match p.format.as_deref() {
-        None | Some("json") => {
-            let next_before = (records.len() == limit)
-                .then(|| records.last().map(|r| r.seq))
-                .flatten();
-            Ok(json(
-                StatusCode::OK,
-                &AuditPage {
-                    records,
-                    next_before,
-                },
-            ))
-        }
+        None | Some("json") => Ok(json(
+            StatusCode::OK,
+            &AuditPage {
+                records,
+                next_before,
+            },
+        )),
         Some("jsonl") => {
             let mut body = String::new();
             for r in &records {
@@ -319,10 +320,15 @@ pub(super) async fn audit(
                 body.push('\n');
             }
             let mut resp = body.into_response();
-            resp.headers_mut().insert(
+            let h = resp.headers_mut();
+            h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-ndjson"),
             );
+            // The cursor of the next page, where the body has no room for it.
+            if let Some(seq) = next_before {
+                h.insert("x-next-before", HeaderValue::from(seq));
+            }
             Ok(resp)
         }
         Some(other) => Err(ApiError::bad_request(format!(

@@ -50,11 +50,11 @@ async fn metrics_allowed(
         return Err(refused());
     };
     if let Some(secret) = &app.config.auth.metrics_token {
-        let sent = value.as_bytes();
-        let sent = sent
-            .strip_prefix(b"Bearer ")
-            .or_else(|| sent.strip_prefix(b"bearer "))
-            .unwrap_or(sent);
+        let sent = value.as_bytes().trim_ascii();
+        let sent = match sent.iter().position(|&b| b == b' ') {
+            Some(i) if sent[..i].eq_ignore_ascii_case(b"bearer") => sent[i..].trim_ascii_start(),
+            _ => sent,
+        };
         if constant_time_eq(sent, secret.expose().as_bytes()) {
             return Ok(());
         }

@@ -133,7 +133,7 @@ pub struct TokenScope {
     pub crates: CrateGlob,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub id: String,
     /// Lowercase hex SHA-256 of the token; the token itself is never stored.
@@ -147,6 +147,30 @@ pub struct TokenRecord {
     pub created_ms: u64,
     /// Written lazily, a batch at a time (see `auth`).
     pub last_used_ms: Option<u64>,
+}
+
+/// What a revocation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked(TokenRecord),
+    /// Revoked before; nothing changed.
+    AlreadyRevoked(TokenRecord),
+    Unknown,
+}
+
+/// Without the hash: a token's hash is as good as the token to whoever can write the store, and
+/// needs to be in no log.
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("expires_ms", &self.expires_ms)
+            .field("revoked_ms", &self.revoked_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who did something: a user through a token, or a principal of a client certificate.
@@ -219,51 +243,65 @@ impl AuditQuery {
 }
 
 /// Where accounts live. Reads of missing records are `Ok(None)`; a create of a record that
-/// exists is `Ok(false)`, so the caller can say what collided.
+/// exists is `Ok(false)`, so the caller can say what collided. Every change takes the audit
+/// record that describes it and stores both in one transaction, or neither: a change the audit
+/// log does not show never happens. (The store assigns the record's `seq`.)
 #[async_trait]
 pub trait AccountStore: Send + Sync + 'static {
     async fn user(&self, login: &str) -> Result<Option<User>, StoreError>;
     async fn users(&self) -> Result<Vec<User>, StoreError>;
-    async fn create_user(&self, user: &User) -> Result<bool, StoreError>;
-    /// Applies the change atomically; `None` when there is no such user.
+    async fn create_user(&self, user: &User, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Applies the change; `None` (and no record) when there is no such user.
     async fn change_user(
         &self,
         login: &str,
         change: &UserChange,
+        audit: &AuditEntry,
     ) -> Result<Option<User>, StoreError>;
 
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError>;
     async fn teams(&self) -> Result<Vec<Team>, StoreError>;
-    async fn create_team(&self, team: &Team) -> Result<bool, StoreError>;
-    /// Adds (`member`) or removes a login, atomically; `None` when there is no such team.
+    async fn create_team(&self, team: &Team, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Adds (`member`) or removes a login; `None` (and no record) when there is no such team.
     async fn set_member(
         &self,
         team: &str,
         login: &str,
         member: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<Team>, StoreError>;
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError>;
-    async fn add_grant(&self, grant: &Grant) -> Result<(), StoreError>;
-    async fn remove_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    async fn add_grant(&self, grant: &Grant, audit: &AuditEntry) -> Result<(), StoreError>;
+    async fn remove_grant(&self, id: &str, audit: &AuditEntry)
+    -> Result<Option<Grant>, StoreError>;
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
-    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
-    /// Marks the token revoked (the first revocation's time stays); `None` when unknown.
-    async fn revoke_token(&self, id: &str, at_ms: u64) -> Result<Option<TokenRecord>, StoreError>;
-    /// Moves each token's last-used time forward (never back).
+    async fn create_token(&self, token: &TokenRecord, audit: &AuditEntry)
+    -> Result<(), StoreError>;
+    /// Marks the token revoked at `at_ms` (no record unless it was revoked now).
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: u64,
+        audit: &AuditEntry,
+    ) -> Result<Revocation, StoreError>;
+    /// Moves each token's last-used time forward (never back); not audited.
     async fn touch_tokens(&self, used: &[(String, u64)]) -> Result<(), StoreError>;
 
-    /// Creates the first admin and its token, atomically, unless an enabled admin exists
+    /// Creates an admin and its token, with their audit records, unless an enabled admin holds
+    /// a token that is neither revoked nor expired at `now_ms`, or the login is taken
     /// (`Ok(false)`).
     async fn create_first_admin(
         &self,
         user: &User,
         token: &TokenRecord,
+        now_ms: u64,
+        audit: &[AuditEntry],
     ) -> Result<bool, StoreError>;
 
-    /// Appends a record and returns its sequence number.
+    /// Appends a record that goes with no change (a refused attempt); returns its `seq`.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError>;
     /// Records matching the query, newest first, at most `query.limit`.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
@@ -271,10 +309,33 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// Whether some enabled admin holds a live token: then no first admin is needed.
+pub(crate) fn has_working_admin(users: &[User], tokens: &[TokenRecord], now_ms: u64) -> bool {
+    users.iter().filter(|u| u.admin && !u.disabled).any(|u| {
+        tokens.iter().any(|t| {
+            t.user == u.login && t.revoked_ms.is_none() && t.expires_ms.is_none_or(|e| now_ms < e)
+        })
+    })
+}
+
 /// Records for the stores' tests.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::{TokenRecord, User};
+    use super::{Actor, AuditEntry, TokenRecord, User};
+
+    pub(crate) fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            time_ms: 1,
+            actor: Actor::default(),
+            source: None,
+            action: action.into(),
+            registry: None,
+            krate: None,
+            target: String::new(),
+            outcome: "ok".into(),
+        }
+    }
 
     pub(crate) fn user(login: &str, admin: bool) -> User {
         User {

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use super::accounts::{
-    AccountStore, AuditEntry, AuditQuery, Grant, Team, TokenRecord, User, UserChange,
+    AccountStore, AuditEntry, AuditQuery, Grant, Revocation, Team, TokenRecord, User, UserChange,
+    has_working_admin,
 };
 
 #[derive(Default)]
@@ -36,6 +37,23 @@ impl State {
     fn token_by_id(&mut self, id: &str) -> Option<&mut TokenRecord> {
         self.tokens.values_mut().find(|t| t.id == id)
     }
+
+    /// Appends `entry` when `changed`, and passes `out` on.
+    fn audited<T>(&mut self, entry: &AuditEntry, (out, changed): (T, bool)) -> T {
+        if changed {
+            self.append(entry);
+        }
+        out
+    }
+
+    fn append(&mut self, entry: &AuditEntry) -> u64 {
+        let seq = self.audit.len() as u64 + 1;
+        self.audit.push(AuditEntry {
+            seq,
+            ..entry.clone()
+        });
+        seq
+    }
 }
 
 #[async_trait]
@@ -48,25 +66,28 @@ impl AccountStore for MemoryAccounts {
         Ok(self.state().users.values().cloned().collect())
     }
 
-    async fn create_user(&self, user: &User) -> Result<bool, StoreError> {
+    async fn create_user(&self, user: &User, audit: &AuditEntry) -> Result<bool, StoreError> {
         let mut s = self.state();
-        if s.users.contains_key(&user.login) {
-            return Ok(false);
+        let created = !s.users.contains_key(&user.login);
+        if created {
+            s.users.insert(user.login.clone(), user.clone());
         }
-        s.users.insert(user.login.clone(), user.clone());
-        Ok(true)
+        Ok(s.audited(audit, (created, created)))
     }
 
     async fn change_user(
         &self,
         login: &str,
         change: &UserChange,
+        audit: &AuditEntry,
     ) -> Result<Option<User>, StoreError> {
         let mut s = self.state();
-        Ok(s.users.get_mut(login).map(|u| {
+        let changed = s.users.get_mut(login).map(|u| {
             change.apply(u);
             u.clone()
-        }))
+        });
+        let found = changed.is_some();
+        Ok(s.audited(audit, (changed, found)))
     }
 
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError> {
@@ -77,13 +98,13 @@ impl AccountStore for MemoryAccounts {
         Ok(self.state().teams.values().cloned().collect())
     }
 
-    async fn create_team(&self, team: &Team) -> Result<bool, StoreError> {
+    async fn create_team(&self, team: &Team, audit: &AuditEntry) -> Result<bool, StoreError> {
         let mut s = self.state();
-        if s.teams.contains_key(&team.name) {
-            return Ok(false);
+        let created = !s.teams.contains_key(&team.name);
+        if created {
+            s.teams.insert(team.name.clone(), team.clone());
         }
-        s.teams.insert(team.name.clone(), team.clone());
-        Ok(true)
+        Ok(s.audited(audit, (created, created)))
     }
 
     async fn set_member(
@@ -91,34 +112,44 @@ impl AccountStore for MemoryAccounts {
         team: &str,
         login: &str,
         member: bool,
+        audit: &AuditEntry,
     ) -> Result<Option<Team>, StoreError> {
         let mut s = self.state();
         let Some(t) = s.teams.get_mut(team) else {
             return Ok(None);
         };
-        if member {
-            t.members.insert(login.to_owned());
+        let changed = if member {
+            t.members.insert(login.to_owned())
         } else {
-            t.members.remove(login);
-        }
-        Ok(Some(t.clone()))
+            t.members.remove(login)
+        };
+        let t = t.clone();
+        Ok(s.audited(audit, (Some(t), changed)))
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
         Ok(self.state().grants.values().cloned().collect())
     }
 
-    async fn add_grant(&self, grant: &Grant) -> Result<(), StoreError> {
+    async fn add_grant(&self, grant: &Grant, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut s = self.state();
         if s.grants.contains_key(&grant.id) {
             return Err(StoreError::Meta(format!("grant id {} exists", grant.id)));
         }
         s.grants.insert(grant.id.clone(), grant.clone());
+        s.append(audit);
         Ok(())
     }
 
-    async fn remove_grant(&self, id: &str) -> Result<Option<Grant>, StoreError> {
-        Ok(self.state().grants.remove(id))
+    async fn remove_grant(
+        &self,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> Result<Option<Grant>, StoreError> {
+        let mut s = self.state();
+        let removed = s.grants.remove(id);
+        let changed = removed.is_some();
+        Ok(s.audited(audit, (removed, changed)))
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -129,21 +160,37 @@ impl AccountStore for MemoryAccounts {
         Ok(self.state().tokens.values().cloned().collect())
     }
 
-    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+    async fn create_token(
+        &self,
+        token: &TokenRecord,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
         let mut s = self.state();
         if s.tokens.contains_key(&token.hash) || s.token_by_id(&token.id).is_some() {
             return Err(StoreError::Meta(format!("token {} exists", token.id)));
         }
         s.tokens.insert(token.hash.clone(), token.clone());
+        s.append(audit);
         Ok(())
     }
 
-    async fn revoke_token(&self, id: &str, at_ms: u64) -> Result<Option<TokenRecord>, StoreError> {
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: u64,
+        audit: &AuditEntry,
+    ) -> Result<Revocation, StoreError> {
         let mut s = self.state();
-        Ok(s.token_by_id(id).map(|t| {
-            t.revoked_ms.get_or_insert(at_ms);
-            t.clone()
-        }))
+        let answer = match s.token_by_id(id) {
+            None => Revocation::Unknown,
+            Some(t) if t.revoked_ms.is_some() => Revocation::AlreadyRevoked(t.clone()),
+            Some(t) => {
+                t.revoked_ms = Some(at_ms);
+                Revocation::Revoked(t.clone())
+            }
+        };
+        let changed = matches!(answer, Revocation::Revoked(_));
+        Ok(s.audited(audit, (answer, changed)))
     }
 
     async fn touch_tokens(&self, used: &[(String, u64)]) -> Result<(), StoreError> {
@@ -160,23 +207,25 @@ impl AccountStore for MemoryAccounts {
         &self,
         user: &User,
         token: &TokenRecord,
+        now_ms: u64,
+        audit: &[AuditEntry],
     ) -> Result<bool, StoreError> {
         let mut s = self.state();
-        if s.users.values().any(|u| u.admin && !u.disabled) || s.users.contains_key(&user.login) {
+        let users: Vec<User> = s.users.values().cloned().collect();
+        let tokens: Vec<TokenRecord> = s.tokens.values().cloned().collect();
+        if has_working_admin(&users, &tokens, now_ms) || s.users.contains_key(&user.login) {
             return Ok(false);
         }
         s.users.insert(user.login.clone(), user.clone());
         s.tokens.insert(token.hash.clone(), token.clone());
+        for e in audit {
+            s.append(e);
+        }
         Ok(true)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
-        let mut s = self.state();
-        let seq = s.audit.len() as u64 + 1;
-        let mut entry = entry.clone();
-        entry.seq = seq;
-        s.audit.push(entry);
-        Ok(seq)
+        Ok(self.state().append(entry))
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
@@ -199,7 +248,7 @@ impl AccountStore for MemoryAccounts {
 mod tests {
     use super::*;
     use crate::store::SledAccounts;
-    use crate::store::accounts::fixtures::user;
+    use crate::store::accounts::fixtures::{entry, user};
 
     fn token(id: &str) -> TokenRecord {
         crate::store::accounts::fixtures::token(id, "a")
@@ -214,30 +263,54 @@ mod tests {
         ];
         let mut answers = Vec::new();
         for s in &stores {
+            let e = entry;
             let mut a = Vec::new();
-            a.push(format!("{:?}", s.create_user(&user("a", false)).await));
-            a.push(format!("{:?}", s.create_user(&user("a", true)).await));
             a.push(format!(
                 "{:?}",
-                s.create_first_admin(&user("root", true), &token("r")).await
+                s.create_user(&user("a", false), &e("1")).await
             ));
             a.push(format!(
                 "{:?}",
-                s.create_first_admin(&user("x", true), &token("x")).await
+                s.create_user(&user("a", true), &e("2")).await
             ));
-            a.push(format!("{:?}", s.create_token(&token("t")).await));
-            a.push(format!("{:?}", s.create_token(&token("t")).await.is_err()));
-            a.push(format!("{:?}", s.revoke_token("t", 9).await));
+            let first = [e("3")];
+            let (root, x) = (
+                (user("root", true), token("r")),
+                (user("x", true), token("x")),
+            );
+            let admin = s.create_first_admin(&root.0, &root.1, 0, &first).await;
+            a.push(format!("{admin:?}"));
+            let again = s.create_first_admin(&x.0, &x.1, 0, &first).await;
+            a.push(format!("{again:?}"));
+            a.push(format!("{:?}", s.create_token(&token("t"), &e("4")).await));
+            a.push(format!(
+                "{:?}",
+                s.create_token(&token("t"), &e("5")).await.is_err()
+            ));
+            a.push(format!("{:?}", s.revoke_token("t", 9, &e("6")).await));
+            a.push(format!("{:?}", s.revoke_token("t", 10, &e("7")).await));
             a.push(format!("{:?}", s.touch_tokens(&[("r".into(), 4)]).await));
             a.push(format!("{:?}", s.token_by_hash("hash-r").await));
             let change = UserChange {
                 disabled: Some(true),
                 ..UserChange::default()
             };
-            a.push(format!("{:?}", s.change_user("a", &change).await));
+            a.push(format!("{:?}", s.change_user("a", &change, &e("8")).await));
             let mut users = s.users().await.unwrap();
             users.sort_by(|x, y| x.login.cmp(&y.login));
             a.push(format!("{users:?}"));
+            let q = AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            };
+            let log: Vec<String> = s
+                .audit(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.action)
+                .collect();
+            a.push(format!("{log:?}"));
             answers.push(a);
         }
         assert_eq!(answers[0], answers[1]);

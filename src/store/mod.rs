@@ -19,8 +19,8 @@ mod tier;
 #[cfg(test)]
 pub(crate) use accounts::fixtures as accounts_fixtures;
 pub use accounts::{
-    AccountStore, Actor, AuditEntry, AuditQuery, Grant, Permission, Subject, Team, TokenRecord,
-    TokenScope, User, UserChange,
+    AccountStore, Actor, AuditEntry, AuditQuery, Grant, Permission, Revocation, Subject, Team,
+    TokenRecord, TokenScope, User, UserChange,
 };
 pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
 pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};

@@ -82,6 +82,17 @@ async fn a_mirror_with_auth_required_serves_cargo_only_with_a_read_token() {
     let p = CargoProject::authenticated(&cd.index_url(), &[("serde", "1")]);
     let login = p.cargo_with(&["login", "--registry", MIRROR], &[], &format!("{token}\n"));
     assert!(login.status.success(), "{}", stderr(&login));
+    // On a terminal, `cargo login` names the page from the 401's challenge (cargo 1.95 shows
+    // it there only, not in the errors of other commands).
+    let p = CargoProject::authenticated(&cd.index_url(), &[]);
+    match p.cargo_on_terminal(&["login", "--registry", MIRROR], &format!("{token}\n")) {
+        Some(out) => {
+            let shown = stdout(&out);
+            let prompt = format!("please paste the token found on {}", cd.url("/-/login"));
+            assert!(shown.contains(&prompt), "{shown}{}", stderr(&out));
+        }
+        None => eprintln!("no `script` command: cargo login's prompt is not checked"),
+    }
     // The page cargo's login prompt names (on a terminal) comes from the 401's challenge.
     let r = cd.get("/crates-io/index/config.json").await;
     assert_eq!(r.status(), 401);
@@ -306,20 +317,24 @@ async fn the_admin_cli_bootstraps_manages_accounts_and_the_audit_log_records_it_
     assert!(!log.contains(&first) && !log.contains(&token) && !log.contains(bob.trim()));
 }
 
-/// Users and grants as the admin API lists them.
-async fn state(cd: &Cratedock) -> (String, String, String) {
-    let get = |p: &'static str| async move {
-        cd.admin_api(Method::GET, p, None)
-            .await
-            .text()
-            .await
-            .unwrap()
-    };
-    (
-        get("/-/admin/users").await,
-        get("/-/admin/grants").await,
-        get("/-/admin/tokens").await,
-    )
+/// Users, teams, grants and tokens as the admin API lists them (without the tokens'
+/// last-used times, which a background write may move at any time).
+async fn state(cd: &Cratedock) -> Vec<Value> {
+    let mut all = Vec::new();
+    for path in [
+        "/-/admin/users",
+        "/-/admin/teams",
+        "/-/admin/grants",
+        "/-/admin/tokens",
+    ] {
+        let r = cd.admin_api(Method::GET, path, None).await;
+        let mut v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        for item in v.as_array_mut().unwrap() {
+            item.as_object_mut().unwrap().remove("last_used_ms");
+        }
+        all.push(v);
+    }
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,4 +461,102 @@ async fn bad_admin_input_is_refused_with_a_clear_message_and_changes_nothing() {
         before,
         "a refused request changed something"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crate_scoped_grants_and_tokens_reach_only_their_crates_and_the_web_api_answers_403() {
+    let up = FakeUpstream::start().await;
+    up.publish(build(CrateSpec::new("serde", "1.0.0")));
+    up.publish(build(CrateSpec::new("acme-core", "1.0.0")));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "auth_required = true")).await;
+    let get = |path: &'static str, token: String| {
+        let url = cd.url(path);
+        async move {
+            let r = http_client()
+                .get(url)
+                .header("authorization", token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = String::from_utf8_lossy(&r.bytes().await.unwrap()).into_owned();
+            (status, body)
+        }
+    };
+    // A grant on one crate.
+    cd.admin(&["user", "add", "carol"]);
+    cd.admin(&[
+        "grant",
+        "--user",
+        "carol",
+        "--permission",
+        "read",
+        "--registry",
+        "crates-io",
+        "--crates",
+        "serde",
+    ]);
+    let carol = stdout(&cd.admin(&["token", "create", "--user", "carol"]))
+        .trim()
+        .to_owned();
+    assert_eq!(
+        get("/crates-io/index/config.json", carol.clone()).await.0,
+        200
+    );
+    assert_eq!(
+        get("/crates-io/index/se/rd/serde", carol.clone()).await.0,
+        200
+    );
+    let serde_dl = "/crates-io/api/v1/crates/serde/1.0.0/download";
+    let acme_dl = "/crates-io/api/v1/crates/acme-core/1.0.0/download";
+    assert_eq!(get(serde_dl, carol.clone()).await.0, 200);
+    let (status, body) = get("/crates-io/index/ac/me/acme-core", carol.clone()).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("lacks `read` on `crates-io/acme-core`"),
+        "{body}"
+    );
+    assert_eq!(get(acme_dl, carol.clone()).await.0, 401);
+
+    // A token narrowed to `acme-*` of a user who may read everything.
+    cd.admin(&["user", "add", "dave"]);
+    cd.admin(&[
+        "grant",
+        "--user",
+        "dave",
+        "--permission",
+        "read",
+        "--registry",
+        "*",
+    ]);
+    let r = cd
+        .admin_api(
+            Method::POST,
+            "/-/admin/tokens",
+            Some(r#"{"user":"dave","scopes":[{"permission":"read","crates":"acme-*"}]}"#),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let created: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let dave = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(acme_dl, dave.clone()).await.0, 200);
+    let (status, body) = get(serde_dl, dave.clone()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("lacks `read` on `crates-io/serde`"), "{body}");
+
+    // The Web API: no token 401, not a token 401, a refused token 403.
+    let search = "/crates-io/api/v1/crates?q=serde";
+    let r = cd.get(search).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(get(search, format!("Basic {dave}")).await.0, 401);
+    let stranger = format!("cratedock_{}", "b".repeat(44));
+    let (status, body) = get(search, stranger.clone()).await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("unknown") && !body.contains(&stranger),
+        "{body}"
+    );
+    let (status, body) = get(search, carol.clone()).await;
+    assert_eq!(status, 404, "a mirror has no search: {body}");
+    assert!(body.contains("is a mirror"), "{body}");
 }

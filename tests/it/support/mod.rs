@@ -467,11 +467,40 @@ impl CargoProject {
         self.command(args).stdin(Stdio::null()).output().unwrap()
     }
 
+    /// Runs cargo on a pseudo-terminal (util-linux `script`), as a person at a terminal does,
+    /// typing `input`; `None` when there is no `script` command.
+    pub fn cargo_on_terminal(&self, args: &[&str], input: &str) -> Option<Output> {
+        use std::io::Write;
+        Command::new("script").arg("--version").output().ok()?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let line = std::iter::once(cargo.as_str())
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = self
+            .command_for("script", &["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        Some(child.wait_with_output().unwrap())
+    }
+
     /// cargo in this project, with its own `CARGO_HOME` and nothing from the environment that
     /// would change what it does.
     fn command(&self, args: &[&str]) -> Command {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
+        self.command_for(&cargo, args)
+    }
+
+    /// `program` (cargo, or something that runs it) with this project's cargo environment.
+    fn command_for(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
         command
             .args(args)
             .current_dir(self.dir.path().join("app"))
