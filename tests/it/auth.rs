@@ -445,6 +445,23 @@ async fn bad_admin_input_is_refused_with_a_clear_message_and_changes_nothing() {
     assert_eq!(r.status(), 409);
     assert!(detail(r).await.contains("only enabled admin"));
     let r = cd
+        .admin_api(Method::PATCH, "/-/admin/users/alice", Some("{}"))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(detail(r).await.contains("nothing to change"));
+    assert_eq!(
+        state(&cd).await,
+        before,
+        "a refused request changed something"
+    );
+    cd.admin(&["team", "add", "devs"]);
+    let before = state(&cd).await;
+    let r = cd
+        .admin_api(Method::DELETE, "/-/admin/teams/devs/members/alice", None)
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(detail(r).await.contains("not a member"));
+    let r = cd
         .admin_api(Method::DELETE, "/-/admin/tokens/nope", None)
         .await;
     assert_eq!(r.status(), 404);
