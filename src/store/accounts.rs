@@ -321,7 +321,24 @@ pub(crate) fn has_working_admin(users: &[User], tokens: &[TokenRecord], now_ms: 
 /// Records for the stores' tests.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::{Actor, AuditEntry, TokenRecord, User};
+    use super::{AccountStore, Actor, AuditEntry, AuditQuery, TokenRecord, User};
+
+    /// The actions the audit log holds, oldest first.
+    pub(crate) async fn actions(s: &dyn AccountStore) -> Vec<String> {
+        let q = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        let mut all: Vec<String> = s
+            .audit(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        all.reverse();
+        all
+    }
 
     pub(crate) fn entry(action: &str) -> AuditEntry {
         AuditEntry {

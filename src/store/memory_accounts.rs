@@ -248,7 +248,7 @@ impl AccountStore for MemoryAccounts {
 mod tests {
     use super::*;
     use crate::store::SledAccounts;
-    use crate::store::accounts::fixtures::{entry, user};
+    use crate::store::accounts::fixtures::{actions, entry, user};
 
     fn token(id: &str) -> TokenRecord {
         crate::store::accounts::fixtures::token(id, "a")
@@ -299,17 +299,7 @@ mod tests {
             let mut users = s.users().await.unwrap();
             users.sort_by(|x, y| x.login.cmp(&y.login));
             a.push(format!("{users:?}"));
-            let q = AuditQuery {
-                limit: 100,
-                ..AuditQuery::default()
-            };
-            let log: Vec<String> = s
-                .audit(&q)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|e| e.action)
-                .collect();
+            let log = actions(&**s).await;
             a.push(format!("{log:?}"));
             answers.push(a);
         }

@@ -3,25 +3,8 @@
 
 use super::*;
 use crate::names::CrateGlob;
-use crate::store::accounts::fixtures::{entry, token, user};
+use crate::store::accounts::fixtures::{actions, entry, token, user};
 use crate::store::accounts::{Actor, Permission, Subject};
-
-/// The actions the audit log holds, oldest first.
-async fn actions(s: &SledAccounts) -> Vec<String> {
-    let q = AuditQuery {
-        limit: 100,
-        ..AuditQuery::default()
-    };
-    let mut all: Vec<String> = s
-        .audit(&q)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
-    all.reverse();
-    all
-}
 
 #[tokio::test]
 async fn changes_are_stored_with_their_audit_record_and_no_ops_with_none() {
