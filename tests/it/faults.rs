@@ -161,8 +161,10 @@ async fn broken_crate_downloads_are_never_stored() {
             // The download had started streaming to the client: the transfer breaks off.
             assert!(r.bytes().await.is_err(), "{fault:?}: cut short");
         } else {
-            assert_eq!(r.status().as_u16(), status, "{fault:?}");
-            assert!(detail(r).await.contains("serde 1.0.0"), "{fault:?}");
+            let code = r.status().as_u16();
+            let d = detail(r).await;
+            assert_eq!(code, status, "{fault:?}: {d}\n{}", cd.log());
+            assert!(d.contains("serde 1.0.0"), "{fault:?}");
         }
         assert!(cd.stored_crates().is_empty(), "{fault:?}: nothing stored");
     }
