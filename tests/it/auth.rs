@@ -561,6 +561,15 @@ async fn crate_scoped_grants_and_tokens_reach_only_their_crates_and_the_web_api_
     assert_eq!(status, 401);
     assert!(body.contains("lacks `read` on `crates-io/serde`"), "{body}");
 
+    // A percent-encoded name is the same registry and the same crate to the check.
+    assert_eq!(cd.get("/crates%2Dio/index/se/rd/serde").await.status(), 401);
+    let (status, body) = get("/crates%2Dio/index/ac/me/acme%2Dcore", carol.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        get("/crates%2Dio/index/se/rd/serde", carol.clone()).await.0,
+        200
+    );
+
     // The Web API: no token 401, not a token 401, a refused token 403.
     let search = "/crates-io/api/v1/crates?q=serde";
     let r = cd.get(search).await;
