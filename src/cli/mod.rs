@@ -72,48 +72,49 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// Create a user.
     Add {
         login: String,
         /// May do everything, the admin API included.
         #[arg(long)]
         admin: bool,
+        /// Display name.
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
         email: Option<String>,
     },
+    /// List users.
     List,
     /// Stops the user's tokens at once.
-    Disable {
-        login: String,
-    },
-    Enable {
-        login: String,
-    },
+    Disable { login: String },
+    /// Lets a disabled user's tokens work again.
+    Enable { login: String },
 }
 
 #[derive(Subcommand)]
 enum TeamCommand {
+    /// Create a team (its name may be a client certificate's principal).
     Add {
         name: String,
+        /// A member's login; repeat for more.
         #[arg(long = "member")]
         members: Vec<String>,
     },
+    /// List teams and their members.
     List,
-    AddMember {
-        team: String,
-        login: String,
-    },
-    RemoveMember {
-        team: String,
-        login: String,
-    },
+    /// Add a user to a team.
+    AddMember { team: String, login: String },
+    /// Take a user out of a team.
+    RemoveMember { team: String, login: String },
 }
 
 #[derive(Args)]
 struct NewGrantArgs {
+    /// The user to grant to.
     #[arg(long, conflicts_with = "team")]
     user: Option<String>,
+    /// The team to grant to.
     #[arg(long)]
     team: Option<String>,
     /// read, publish, yank or admin.
@@ -132,23 +133,25 @@ struct NewGrantArgs {
 
 #[derive(Subcommand)]
 enum GrantCommand {
+    /// List grants (of one user or team).
     List {
         #[arg(long, conflicts_with = "team")]
         user: Option<String>,
         #[arg(long)]
         team: Option<String>,
     },
-    Remove {
-        id: String,
-    },
+    /// Remove a grant by its id (from `grant list`).
+    Remove { id: String },
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Prints the new token alone on stdout (shown once).
     Create {
+        /// The token's owner.
         #[arg(long)]
         user: String,
+        /// What the token is for (e.g. `laptop`, `ci-main`).
         #[arg(long)]
         name: Option<String>,
         /// Narrow the token to `read` (for CI and build agents).
@@ -158,13 +161,13 @@ enum TokenCommand {
         #[arg(long)]
         expires_in: Option<String>,
     },
+    /// List tokens (never the tokens themselves).
     List {
         #[arg(long)]
         user: Option<String>,
     },
-    Revoke {
-        id: String,
-    },
+    /// Revoke a token by its id (from `token list`); it stops working at once.
+    Revoke { id: String },
 }
 
 #[derive(Args)]
@@ -172,6 +175,7 @@ struct AuditArgs {
     /// RFC 3339 time, or a duration ago (24h).
     #[arg(long)]
     since: Option<String>,
+    /// RFC 3339 time, or a duration ago (1h).
     #[arg(long)]
     until: Option<String>,
     /// A user login or a principal.
