@@ -158,6 +158,13 @@ pub enum Revocation {
     Unknown,
 }
 
+impl TokenRecord {
+    /// Moves the last-used time forward to `at_ms` (never back).
+    pub fn used_at(&mut self, at_ms: u64) {
+        self.last_used_ms = Some(self.last_used_ms.map_or(at_ms, |l| l.max(at_ms)));
+    }
+}
+
 /// Without the hash: a token's hash is as good as the token to whoever can write the store, and
 /// needs to be in no log.
 impl std::fmt::Debug for TokenRecord {

@@ -197,7 +197,7 @@ impl AccountStore for MemoryAccounts {
         let mut s = self.state();
         for (id, at) in used {
             if let Some(t) = s.token_by_id(id) {
-                t.last_used_ms = Some(t.last_used_ms.map_or(*at, |l| l.max(*at)));
+                t.used_at(*at);
             }
         }
         Ok(())

@@ -354,7 +354,7 @@ impl AccountStore for SledAccounts {
             };
             let hash = String::from_utf8_lossy(&hash).into_owned();
             Self::change(&self.tokens, &hash, |t: &mut TokenRecord| {
-                t.last_used_ms = Some(t.last_used_ms.map_or(*at, |l| l.max(*at)));
+                t.used_at(*at);
             })
             .map_err(hide_key)?;
         }
