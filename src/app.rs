@@ -15,8 +15,10 @@ use crate::mirror::IndexMeta;
 use crate::mirror::{Mirror, MirrorParts};
 use crate::names::RegistryName;
 use crate::net::Readiness;
+use crate::registry::{Allowed, Private, PrivateParts};
 use crate::store::{
-    AccountStore, BlobStore, CacheBook, FsBlobStore, MemoryTier, SledAccounts, SledBook, open_db,
+    AccountStore, BlobStore, CacheBook, FsBlobStore, MemoryTier, MetaStore, SledAccounts, SledBook,
+    open_db,
 };
 use crate::upstream::{HttpUpstream, system_roots};
 
@@ -26,6 +28,7 @@ pub struct App {
     pub readiness: Arc<Readiness>,
     pub auth: Arc<Auth>,
     mirrors: BTreeMap<String, Arc<Mirror>>,
+    privates: BTreeMap<String, Arc<Private>>,
     blobs: MemoryTier<Arc<IndexMeta>>,
     book: Arc<dyn CacheBook>,
 }
@@ -48,7 +51,7 @@ impl App {
     pub fn with_stores(
         config: Config,
         book: Arc<dyn CacheBook>,
-        accounts: Arc<dyn AccountStore>,
+        meta: Arc<dyn MetaStore>,
     ) -> anyhow::Result<Arc<Self>> {
         let dir = &config.storage.data_dir;
         let fs: Arc<dyn BlobStore> = Arc::new(
@@ -61,9 +64,9 @@ impl App {
             config.cache.memory_max_bytes,
             config.cache.memory_max_item_bytes,
         );
-        let needs_roots = config.registries.values().any(|r| {
-            let RegistryConfig::Mirror(m) = r;
-            m.upstream.starts_with("https://") && m.system_roots
+        let needs_roots = config.registries.values().any(|r| match r {
+            RegistryConfig::Mirror(m) => m.upstream.starts_with("https://") && m.system_roots,
+            RegistryConfig::Private(_) => false,
         });
         let roots = if needs_roots {
             system_roots()
@@ -72,7 +75,9 @@ impl App {
         };
         let mut mirrors = BTreeMap::new();
         for (name, registry) in &config.registries {
-            let RegistryConfig::Mirror(cfg) = registry;
+            let RegistryConfig::Mirror(cfg) = registry else {
+                continue;
+            };
             let name = RegistryName::new(name)?;
             let upstream = HttpUpstream::new(&name, cfg, &roots, metrics.clone())?;
             let mirror = Mirror::new(MirrorParts {
@@ -87,6 +92,28 @@ impl App {
             });
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
+        let fs_below: Arc<dyn BlobStore> = Arc::new(blobs.clone());
+        let mut privates = BTreeMap::new();
+        for (name, registry) in &config.registries {
+            let RegistryConfig::Private(cfg) = registry else {
+                continue;
+            };
+            let private = Private::new(PrivateParts {
+                name: RegistryName::new(name)?,
+                cfg: cfg.clone(),
+                blobs: fs_below.clone(),
+                disk: blobs.below_arc(),
+                meta: meta.clone(),
+                metrics: metrics.clone(),
+                mirrors: mirrors.values().cloned().collect(),
+                allowed: Allowed::resolve(cfg, &config.registries),
+                registries: config.registries.keys().cloned().collect(),
+                public_url: config.public_url().map(str::to_owned),
+                memory_bytes: config.cache.memory_max_bytes / 4,
+            });
+            privates.insert(name.clone(), Arc::new(private));
+        }
+        let accounts: Arc<dyn AccountStore> = meta;
         let auth = Arc::new(Auth::new(
             accounts,
             config.registries.keys().cloned().collect(),
@@ -99,6 +126,7 @@ impl App {
             readiness: Arc::default(),
             auth,
             mirrors,
+            privates,
             blobs,
             book,
         }))
@@ -110,7 +138,9 @@ impl App {
         let roots = rustls::RootCertStore::empty();
         let metrics = Arc::new(Metrics::new());
         for (name, registry) in &config.registries {
-            let RegistryConfig::Mirror(m) = registry;
+            let RegistryConfig::Mirror(m) = registry else {
+                continue;
+            };
             let name = RegistryName::new(name)?;
             HttpUpstream::new(&name, m, &roots, metrics.clone())?;
         }
@@ -119,6 +149,18 @@ impl App {
 
     pub(crate) fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
         self.mirrors.get(name)
+    }
+
+    pub(crate) fn private(&self, name: &str) -> Option<&Arc<Private>> {
+        self.privates.get(name)
+    }
+
+    /// Work to do once before serving: counting what the private registries hold.
+    pub async fn prepare(&self) -> anyhow::Result<()> {
+        for p in self.privates.values() {
+            p.recount().await?;
+        }
+        Ok(())
     }
 
     /// Whether the registry requires auth; `None` when there is no such registry.
@@ -130,7 +172,7 @@ impl App {
     }
 
     pub fn registry_names(&self) -> impl Iterator<Item = &str> {
-        self.mirrors.keys().map(String::as_str)
+        self.config.registries.keys().map(String::as_str)
     }
 
     /// Brings the cache-size gauges up to date (called when metrics are scraped).
@@ -150,6 +192,11 @@ impl App {
                     .with_label_values(&[name.as_str(), kind])
                     .set(n as i64);
             }
+        }
+        for (name, p) in &self.privates {
+            m.private_bytes
+                .with_label_values(&[name.as_str()])
+                .set(p.stored_bytes() as i64);
         }
         let t = self.book.totals();
         for (kind, files, size) in [

@@ -18,6 +18,7 @@ pub mod net;
 pub mod store;
 
 pub(crate) mod mirror;
+pub(crate) mod registry;
 pub(crate) mod upstream;
 
 use std::sync::Arc;

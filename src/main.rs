@@ -146,6 +146,7 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let listen = config.server.listen;
         let tls_config = config.server.tls.clone();
         let app = cratedock::app::App::open(config)?;
+        app.prepare().await?;
         let tls = match tls_config {
             Some(t) => {
                 let server = cratedock::net::TlsServer::new(&t, app.metrics.clone())

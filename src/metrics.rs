@@ -59,6 +59,14 @@ pub struct Metrics {
     /// Auth decisions by result (allowed, denied) and reason (ok, no_token, malformed,
     /// unknown, expired, revoked, disabled, insufficient).
     pub auth_decisions: IntCounterVec,
+    /// Publishes to private registries, by registry, result (ok, refused) and reason (ok,
+    /// frame, json, name, version, tarball, manifest, license, dependency, upstream_name,
+    /// permission, owner, duplicate, too_large, unavailable, store, ...).
+    pub publishes: IntCounterVec,
+    /// Yanks and unyanks in private registries, by registry and action (yank, unyank).
+    pub yanks: IntCounterVec,
+    /// Bytes of crate files held by each private registry.
+    pub private_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -185,6 +193,21 @@ impl Metrics {
                 "auth_decisions_total",
                 "Auth decisions on requests to registries that require auth and to the admin API, by result and reason.",
                 &["result", "reason"],
+            ),
+            publishes: counter(
+                "publishes_total",
+                "Publishes to private registries, by registry, result and reason.",
+                &["registry", "result", "reason"],
+            ),
+            yanks: counter(
+                "yanks_total",
+                "Yanks and unyanks in private registries, by registry and action.",
+                &["registry", "action"],
+            ),
+            private_bytes: gauge(
+                "private_crate_bytes",
+                "Bytes of crate files held by each private registry.",
+                &["registry"],
             ),
             tls_cert_not_after: {
                 let g = IntGauge::new(

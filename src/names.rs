@@ -113,6 +113,12 @@ impl CrateName {
         &self.0
     }
 
+    /// The name as cargo compares names (lowercase, `_` as `-`): two crates whose names fold
+    /// to the same string cannot both exist.
+    pub fn canonical(&self) -> String {
+        fold(&self.0)
+    }
+
     /// The lower-cased name: the key of the index file and of the files on disk.
     pub fn lower(&self) -> CrateName {
         CrateName(self.0.to_ascii_lowercase())

@@ -138,12 +138,7 @@ impl From<TokenRecord> for TokenView {
 
 /// An audit record of `action` by `ctx` on `target`, with the outcome `ok` (the store keeps
 /// it only if the change happens).
-pub(super) fn entry(
-    ctx: &Context,
-    action: &str,
-    registry: Option<&str>,
-    target: &str,
-) -> AuditEntry {
+pub fn entry(ctx: &Context, action: &str, registry: Option<&str>, target: &str) -> AuditEntry {
     AuditEntry {
         seq: 0,
         time_ms: now_ms(),

@@ -56,7 +56,8 @@ impl Client {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
             .user_agent(concat!("cratedock-admin/", env!("CARGO_PKG_VERSION")))
             .tls_backend_preconfigured(tls)
             .build()?;
@@ -98,6 +99,37 @@ impl Client {
             anyhow::bail!("{method} {path}: {status}: {detail}");
         }
         Ok(value)
+    }
+
+    /// `cargo publish`'s request: the framed body to `PUT {registry}/api/v1/crates/new`. A
+    /// refusal is `Ok(Err((status, detail)))`, so the caller can tell "already there" apart.
+    pub(super) async fn publish(
+        &self,
+        registry: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Result<Value, (u16, String)>> {
+        let url = format!("{}/{registry}/api/v1/crates/new", self.base);
+        let resp = self
+            .http
+            .put(&url)
+            .header("authorization", format!("Bearer {}", self.token.expose()))
+            .header("content-type", "application/octet-stream")
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach cratedock at {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(Ok(value));
+        }
+        let detail = value["errors"][0]["detail"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        Ok(Err((status.as_u16(), detail)))
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -6,6 +6,7 @@
 //! command line, and never printed except by `token create`.
 
 mod client;
+mod import;
 mod table;
 
 use std::path::PathBuf;
@@ -68,6 +69,34 @@ enum AdminCommand {
     },
     /// The audit log, newest first.
     Audit(AuditArgs),
+    /// Publish existing .crate files (and folders of them) through the same checks as
+    /// `cargo publish`, e.g. when moving from another registry. Versions already there are
+    /// skipped; the importing admin becomes the owner of new crates.
+    Import {
+        /// .crate files, or folders searched for them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The private registry to publish to.
+        #[arg(long, default_value = "internal")]
+        registry: String,
+    },
+    /// Private crates: `crate delete NAME VERSION --registry R` (legal takedown; audited).
+    Crate {
+        #[command(subcommand)]
+        command: CrateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrateCommand {
+    /// Delete one version of a private crate: its index line and file go, its number stays
+    /// taken. The one exception to "published is forever"; prefer `cargo yank`.
+    Delete {
+        name: String,
+        version: String,
+        #[arg(long, default_value = "internal")]
+        registry: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +251,24 @@ async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Re
         }
     };
     Ok(match command {
+        AdminCommand::Import { paths, registry } => import::import(c, &registry, &paths).await?,
+        AdminCommand::Crate {
+            command:
+                CrateCommand::Delete {
+                    name,
+                    version,
+                    registry,
+                },
+        } => {
+            let path = format!(
+                "/-/admin/registries/{}/crates/{}/{}",
+                seg(&registry),
+                seg(&name),
+                seg(&version)
+            );
+            c.delete(&path).await?;
+            format!("deleted {name}@{version} from `{registry}`\n")
+        }
         AdminCommand::User { command } => match command {
             UserCommand::Add {
                 login,

@@ -251,7 +251,9 @@ mod tests {
         assert_eq!(c.cache.memory_max_bytes, 20_000_000, "env beats file");
         assert_eq!(c.cache.coalesce_wait_ms, 60_000, "defaults fill the rest");
         assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/x"));
-        let RegistryConfig::Mirror(m) = &c.registries["crates-io"];
+        let RegistryConfig::Mirror(m) = &c.registries["crates-io"] else {
+            panic!("a mirror")
+        };
         assert_eq!(m.token.as_ref().unwrap().expose(), "secret");
         assert_eq!(format!("{:?}", m.token), "Some(Secret(***))");
     }
@@ -270,7 +272,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.registries.keys().collect::<Vec<_>>(), ["internal"]);
-        let RegistryConfig::Mirror(m) = &c.registries["internal"];
+        let RegistryConfig::Mirror(m) = &c.registries["internal"] else {
+            panic!("a mirror")
+        };
         assert_eq!(m.index_ttl_ms, 5);
         assert_eq!(m.retries, 2);
     }
@@ -316,7 +320,9 @@ mod tests {
             &CliOverrides::default(),
         )
         .unwrap();
-        let RegistryConfig::Mirror(m) = &c.registries["crates-io"];
+        let RegistryConfig::Mirror(m) = &c.registries["crates-io"] else {
+            panic!("a mirror")
+        };
         assert_eq!(m.token.as_ref().unwrap().expose(), "12345678");
         assert_eq!(c.storage.data_dir, PathBuf::from("2024"));
         assert!(!c.server.h2c_upgrade);
@@ -343,7 +349,9 @@ mod tests {
             &CliOverrides::default(),
         )
         .unwrap();
-        let RegistryConfig::Mirror(m) = &c.registries["corp"];
+        let RegistryConfig::Mirror(m) = &c.registries["corp"] else {
+            panic!("a mirror")
+        };
         assert_eq!((m.token.as_ref().unwrap().expose(), m.retries), ("007", 5));
     }
 }

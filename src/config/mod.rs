@@ -6,7 +6,10 @@
 //! the key; `config/default.toml` documents every key and is the embedded default.
 
 mod merge;
+mod registries;
 mod validate;
+
+pub use registries::{MirrorConfig, PrivateConfig, RegistryConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use registries::d;
 
 /// The embedded default configuration; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -162,120 +167,6 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum RegistryConfig {
-    Mirror(MirrorConfig),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MirrorConfig {
-    /// Sparse index URL of the upstream, ending in `/` (without the `sparse+` prefix).
-    pub upstream: String,
-    /// Every request needs a token (or a mapped principal) with `read` on this registry.
-    #[serde(default)]
-    pub auth_required: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<PathBuf>,
-    /// Trust the system's roots (plus `ca_bundle`); `false` trusts `ca_bundle` alone.
-    #[serde(default = "d::system_roots")]
-    pub system_roots: bool,
-    /// PEM client certificate chain and key presented to the upstream (mTLS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_key_file: Option<PathBuf>,
-    #[serde(default = "d::connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    #[serde(default = "d::request_timeout_ms")]
-    pub request_timeout_ms: u64,
-    #[serde(default = "d::download_timeout_ms")]
-    pub download_timeout_ms: u64,
-    #[serde(default = "d::retries")]
-    pub retries: u32,
-    #[serde(default = "d::index_ttl_ms")]
-    pub index_ttl_ms: u64,
-    #[serde(default = "d::stale_while_revalidate_ms")]
-    pub stale_while_revalidate_ms: u64,
-    #[serde(default = "d::stale_if_error_max_age_ms")]
-    pub stale_if_error_max_age_ms: u64,
-    #[serde(default = "d::revalidate_wait_ms")]
-    pub revalidate_wait_ms: u64,
-    #[serde(default = "d::negative_ttl_ms")]
-    pub negative_ttl_ms: u64,
-}
-
-/// Defaults of the mirror keys (serde needs functions).
-mod d {
-    use super::ClientAuth;
-
-    pub(super) fn client_auth() -> ClientAuth {
-        ClientAuth::Off
-    }
-    pub(super) fn reload_interval_ms() -> u64 {
-        10_000
-    }
-    pub(super) fn handshake_timeout_ms() -> u64 {
-        10_000
-    }
-    pub(super) fn system_roots() -> bool {
-        true
-    }
-    pub(super) fn connect_timeout_ms() -> u64 {
-        5_000
-    }
-    pub(super) fn request_timeout_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn download_timeout_ms() -> u64 {
-        300_000
-    }
-    pub(super) fn retries() -> u32 {
-        2
-    }
-    pub(super) fn index_ttl_ms() -> u64 {
-        60_000
-    }
-    pub(super) fn stale_while_revalidate_ms() -> u64 {
-        60_000
-    }
-    pub(super) fn stale_if_error_max_age_ms() -> u64 {
-        7 * 24 * 3600 * 1000
-    }
-    pub(super) fn revalidate_wait_ms() -> u64 {
-        5_000
-    }
-    pub(super) fn negative_ttl_ms() -> u64 {
-        30_000
-    }
-}
-
-impl MirrorConfig {
-    pub fn new(upstream: &str) -> Self {
-        Self {
-            upstream: upstream.to_owned(),
-            auth_required: false,
-            token: None,
-            ca_bundle: None,
-            system_roots: d::system_roots(),
-            client_cert_file: None,
-            client_key_file: None,
-            connect_timeout_ms: d::connect_timeout_ms(),
-            request_timeout_ms: d::request_timeout_ms(),
-            download_timeout_ms: d::download_timeout_ms(),
-            retries: d::retries(),
-            index_ttl_ms: d::index_ttl_ms(),
-            stale_while_revalidate_ms: d::stale_while_revalidate_ms(),
-            stale_if_error_max_age_ms: d::stale_if_error_max_age_ms(),
-            revalidate_wait_ms: d::revalidate_wait_ms(),
-            negative_ttl_ms: d::negative_ttl_ms(),
-        }
-    }
-}
-
 /// A secret from the configuration (an upstream token). Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -345,6 +236,10 @@ impl Default for Config {
             "crates-io".to_owned(),
             RegistryConfig::Mirror(MirrorConfig::new("https://index.crates.io/")),
         );
+        registries.insert(
+            "internal".to_owned(),
+            RegistryConfig::Private(PrivateConfig::default()),
+        );
         Self {
             server: ServerConfig::default(),
             storage: StorageConfig::default(),
@@ -361,14 +256,6 @@ impl Default for Config {
 pub struct CliOverrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
-}
-
-impl RegistryConfig {
-    pub fn auth_required(&self) -> bool {
-        match self {
-            Self::Mirror(m) => m.auth_required,
-        }
-    }
 }
 
 impl Config {
@@ -390,6 +277,12 @@ impl Config {
             m.ca_bundle = Some("x".into());
             m.client_cert_file = Some("x".into());
             m.client_key_file = Some("x".into());
+            m.crates_io = Some(true);
+            m.reserved_names = vec![crate::names::CrateGlob::any()];
+        }
+        if let Some(RegistryConfig::Private(p)) = full.registries.get_mut("internal") {
+            p.allow_upstream_names = vec![crate::names::CrateGlob::any()];
+            p.dependency_registries = Some(vec!["crates-io".into()]);
         }
         full.server.tls = Some(TlsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1)),

@@ -1,6 +1,6 @@
 //! Checks of a merged configuration that its types cannot express: names, URLs, ranges.
 
-use super::{ClientAuth, Config, ConfigError, RegistryConfig};
+use super::{ClientAuth, Config, ConfigError, PrivateConfig, RegistryConfig};
 use crate::names::RegistryName;
 
 impl Config {
@@ -77,7 +77,13 @@ impl Config {
         for (name, registry) in &self.registries {
             RegistryName::new(name)
                 .map_err(|e| ConfigError::Invalid(format!("registries.{name}: {e}")))?;
-            let RegistryConfig::Mirror(m) = registry;
+            let m = match registry {
+                RegistryConfig::Mirror(m) => m,
+                RegistryConfig::Private(p) => {
+                    self.validate_private(name, p)?;
+                    continue;
+                }
+            };
             let u = &m.upstream;
             let scheme_ok = u.starts_with("http://") || u.starts_with("https://");
             if !scheme_ok || !u.ends_with('/') || u.parse::<http::Uri>().is_err() {
@@ -110,6 +116,37 @@ impl Config {
         }
         Ok(())
     }
+
+    fn validate_private(&self, name: &str, p: &PrivateConfig) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if p.max_upload_bytes == 0 || p.max_upload_bytes > u64::from(u32::MAX) {
+            return invalid(format!(
+                "registries.{name}.max_upload_bytes must be between 1 and {} (cargo sends the length as 32 bits)",
+                u32::MAX
+            ));
+        }
+        if p.max_unpacked_bytes == 0 {
+            return invalid(format!(
+                "registries.{name}.max_unpacked_bytes must be positive"
+            ));
+        }
+        for dep in p.dependency_registries.iter().flatten() {
+            let is_url = ["sparse+http://", "sparse+https://", "http://", "https://"]
+                .iter()
+                .any(|s| dep.starts_with(s));
+            if dep == name {
+                return invalid(format!(
+                    "registries.{name}.dependency_registries names the registry itself (its own crates are always allowed)"
+                ));
+            }
+            if !is_url && !self.registries.contains_key(dep) {
+                return invalid(format!(
+                    "registries.{name}.dependency_registries: `{dep}` is neither a registry of this configuration nor an index URL"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -128,7 +165,18 @@ mod tests {
                 "[registries.metrics]\nkind = \"mirror\"\nupstream = \"https://a/\"\n",
                 "registries.metrics",
             ),
-            ("[registries.x]\nkind = \"private\"\n", "private"),
+            (
+                "[registries.x]\nkind = \"private\"\ndependency_registries = [\"nope\"]\n",
+                "registries.x.dependency_registries",
+            ),
+            (
+                "[registries.x]\nkind = \"private\"\nmax_upload_bytes = 5000000000\n",
+                "registries.x.max_upload_bytes",
+            ),
+            (
+                "[registries.x]\nkind = \"private\"\nallow_upstream_names = [\"a*b\"]\n",
+                "not a crate-name glob",
+            ),
             ("[server]\npublic_url = \"ftp://x\"\n", "server.public_url"),
             ("[cache]\nmemory_max_bytes = -1\n", "memory_max_bytes"),
         ] {

@@ -20,6 +20,7 @@ use crate::auth::{AuthError, Denial, Identity};
 use crate::index::IndexRequest;
 use crate::names::CrateName;
 use crate::net::ConnInfo;
+use crate::registry::Caller;
 use crate::store::{Actor, Permission, now_ms};
 
 /// A permission a handler needs, and how its refusals look.
@@ -183,6 +184,43 @@ impl<N: Need> FromRequestParts<Arc<App>> for Access<N> {
     }
 }
 
+/// Who makes a change through the Web API (publish, yank, owners): a token (or a mapped
+/// principal) is needed whatever the registry's `auth_required`; what it may do on which
+/// crate is the registry's decision, which knows the owners.
+pub(super) struct Acting {
+    pub(super) caller: Caller,
+}
+
+impl FromRequestParts<Arc<App>> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        match identify(parts, app).await {
+            Ok(Some(identity)) => {
+                app.auth.count(Ok(()));
+                let ctx = Context {
+                    actor: actor_of(&identity),
+                    source: source_of(parts),
+                };
+                Ok(Self {
+                    caller: Caller { identity, ctx },
+                })
+            }
+            Ok(None) => Err(refuse(app, parts, &Denial::NoToken, false)),
+            Err(AuthError::Denied(d)) => Err(refuse(app, parts, &d, false)),
+            Err(AuthError::Store(e)) => Err(ApiError::internal(e.to_string())),
+        }
+    }
+}
+
+fn source_of(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnInfo>()
+        .and_then(|c| c.peer)
+        .map(|p| p.ip().to_string())
+}
+
 /// Proof that the request is an admin's; carries who it is for the audit log.
 pub(super) struct Admin {
     pub(super) ctx: Context,
@@ -200,11 +238,7 @@ impl FromRequestParts<Arc<App>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let source = parts
-            .extensions
-            .get::<ConnInfo>()
-            .and_then(|c| c.peer)
-            .map(|p| p.ip().to_string());
+        let source = source_of(parts);
         let (identity, denial) = match identify(parts, app).await {
             Ok(Some(id)) if id.is_admin(now_ms()) => {
                 app.auth.count(Ok(()));

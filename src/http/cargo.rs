@@ -14,17 +14,47 @@ use crate::index::{IndexRequest, served_config};
 use crate::mirror::{CrateBody, IndexEntry, Lookup, Mirror};
 use crate::names::{CrateName, Version};
 use crate::net::ConnInfo;
+use crate::registry::{IndexDoc, Private};
+use crate::store::Blob;
 use crate::store::now_ms;
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const IMMUTABLE_PRIVATE: HeaderValue =
+    HeaderValue::from_static("private, max-age=31536000, immutable");
 const CRATE_TYPE: HeaderValue = HeaderValue::from_static("application/gzip");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
-fn mirror<'a>(app: &'a App, registry: &str) -> Result<&'a Arc<Mirror>, ApiError> {
-    app.mirror(registry).ok_or_else(|| {
-        let name: String = registry.chars().take(64).collect();
+/// A registry of either kind.
+pub(super) enum Registry<'a> {
+    Mirror(&'a Arc<Mirror>),
+    Private(&'a Arc<Private>),
+}
+
+pub(super) fn registry_named<'a>(app: &'a App, name: &str) -> Result<Registry<'a>, ApiError> {
+    if let Some(m) = app.mirror(name) {
+        return Ok(Registry::Mirror(m));
+    }
+    app.private(name).map(Registry::Private).ok_or_else(|| {
+        let name: String = name.chars().take(64).collect();
         ApiError::not_found(format!("no registry named `{name}` is configured"))
     })
+}
+
+/// The private registry `name`; a mirror gets the error of an API it does not have.
+pub(super) fn private<'a>(app: &'a App, name: &str) -> Result<&'a Arc<Private>, ApiError> {
+    match registry_named(app, name)? {
+        Registry::Private(p) => Ok(p),
+        Registry::Mirror(m) => Err(not_on_a_mirror(m)),
+    }
+}
+
+fn not_on_a_mirror(m: &Mirror) -> ApiError {
+    ApiError::not_found(format!(
+        "`{}` is a mirror: it serves index files and downloads only; publish, yank, owner and search are not available on it (publish to a private registry with `--registry <name>`)",
+        m.name()
+    ))
 }
 
 /// `config.json` pointing cargo's downloads and API calls back at cratedock.
@@ -34,7 +64,10 @@ pub(super) async fn config_json(
     Path(registry): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let mirror = mirror(&app, &registry)?;
+    let name = match registry_named(&app, &registry)? {
+        Registry::Mirror(m) => m.name(),
+        Registry::Private(p) => p.name(),
+    };
     let base = base_url(
         &app,
         req.uri(),
@@ -42,7 +75,7 @@ pub(super) async fn config_json(
         req.extensions().get::<ConnInfo>(),
     )?;
     let auth_required = app.auth_required(&registry) == Some(true);
-    let body = served_config(&base, mirror.name().as_str(), auth_required);
+    let body = served_config(&base, name.as_str(), auth_required);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -65,13 +98,49 @@ pub(super) async fn index_file(
         IndexRequest::Config => return config_json(access, State(app), Path(registry), req).await,
         IndexRequest::File(name) => name,
     };
-    let mirror = mirror(&app, &registry)?;
-    match mirror.index_file(&name).await? {
-        Lookup::Found(entry) => Ok(index_response(&app, &entry, &headers)),
-        Lookup::NotFound => Err(ApiError::not_found(format!(
-            "crate `{name}` does not exist in `{registry}`"
-        ))),
+    let not_found =
+        || ApiError::not_found(format!("crate `{name}` does not exist in `{registry}`"));
+    match registry_named(&app, &registry)? {
+        Registry::Mirror(mirror) => match mirror.index_file(&name).await? {
+            Lookup::Found(entry) => Ok(index_response(&app, &entry, &headers)),
+            Lookup::NotFound => Err(not_found()),
+        },
+        Registry::Private(private) => match private.index_file(&name).await? {
+            Some(doc) => Ok(private_index_response(&app, &doc, &headers)),
+            // Never cached anywhere: the crate may be published the next second.
+            None => {
+                let mut resp = not_found().into_response();
+                resp.headers_mut().insert(header::CACHE_CONTROL, NO_STORE);
+                Ok(resp)
+            }
+        },
     }
+}
+
+/// A private index file: always revalidated (`no-cache`), with its strong ETag.
+fn private_index_response(app: &App, doc: &IndexDoc, headers: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_maybe_shared(doc.etag.clone()).ok();
+    if let Some(etag) = &etag
+        && if_none_match(headers, etag)
+    {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::ETAG, etag.clone());
+        h.insert(header::CACHE_CONTROL, NO_CACHE);
+        return resp;
+    }
+    app.metrics
+        .bytes_served
+        .with_label_values(&["index"])
+        .inc_by(doc.body.len() as u64);
+    let mut resp = Response::new(Body::from(doc.body.clone()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, etag);
+    }
+    h.insert(header::CACHE_CONTROL, NO_CACHE);
+    resp
 }
 
 fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
@@ -115,16 +184,18 @@ fn if_none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     })
 }
 
-/// Publish, yank, owners and search do not exist on a mirror; say so in cargo's words.
+/// Web API routes that no registry has: a mirror says it is one; a private registry names the
+/// routes it has.
 pub(super) async fn api_unsupported(
     _: Access<ApiRead>,
     State(app): State<Arc<App>>,
-    Path((registry, _)): Path<(String, String)>,
+    Path((registry, rest)): Path<(String, String)>,
 ) -> ApiError {
-    match mirror(&app, &registry) {
-        Ok(m) => ApiError::not_found(format!(
-            "`{}` is a mirror: it serves index files and downloads only; publish, yank, owner and search are not available on it",
-            m.name()
+    match registry_named(&app, &registry) {
+        Ok(Registry::Mirror(m)) => not_on_a_mirror(m),
+        Ok(Registry::Private(_)) => ApiError::not_found(format!(
+            "no such API route: /{registry}/api/v1/{} (cargo's publish, yank, owner and search routes are served)",
+            rest.chars().take(100).collect::<String>()
         )),
         Err(e) => e,
     }
@@ -137,8 +208,18 @@ pub(super) async fn download(
 ) -> Result<Response, ApiError> {
     let name = CrateName::new(&name)?;
     let version = Version::new(&version)?;
-    let mirror = mirror(&app, &registry)?;
-    let body = mirror.crate_file(&name, &version).await?;
+    let body = match registry_named(&app, &registry)? {
+        Registry::Mirror(mirror) => mirror.crate_file(&name, &version).await?,
+        Registry::Private(private) => match private.crate_file(&name, &version).await? {
+            Some(Blob::Bytes(bytes)) => CrateBody::Memory(bytes),
+            Some(Blob::Stream { len, body }) => CrateBody::Stored { len, body },
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "crate `{name}` has no version `{version}` in `{registry}`"
+                )));
+            }
+        },
+    };
     let (body, len) = match body {
         CrateBody::Memory(bytes) => {
             let len = bytes.len() as u64;
@@ -157,7 +238,13 @@ pub(super) async fn download(
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, CRATE_TYPE);
-    h.insert(header::CACHE_CONTROL, IMMUTABLE);
+    // A shared cache must not hand a file that needs a token to whoever asks.
+    let cache_control = if app.auth_required(&registry) == Some(true) {
+        IMMUTABLE_PRIVATE
+    } else {
+        IMMUTABLE
+    };
+    h.insert(header::CACHE_CONTROL, cache_control);
     if let Some(len) = len {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }

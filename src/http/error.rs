@@ -9,6 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 
 use crate::mirror::MirrorError;
 use crate::names::NameError;
+use crate::registry::{RegistryError, Status};
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -23,6 +24,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     Conflict(String),
     PayloadTooLarge(String),
+    /// A check cannot be made now; a retry later may pass.
+    Unavailable(String),
     /// The upstream failed; `cause` (for the log) may hold internals that `detail` leaves out.
     BadGateway {
         detail: String,
@@ -100,6 +103,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,6 +119,7 @@ impl ApiError {
             | Self::MethodNotAllowed(d)
             | Self::Conflict(d)
             | Self::PayloadTooLarge(d)
+            | Self::Unavailable(d)
             | Self::Unauthorized { detail: d, .. }
             | Self::BadGateway { detail: d, .. }
             | Self::GatewayTimeout { detail: d, .. } => d,
@@ -159,6 +164,26 @@ impl From<MirrorError> for ApiError {
             }
             MirrorError::Store(cause) => Self::internal(cause),
         }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e.status {
+            Status::BadRequest => Self::BadRequest(e.detail),
+            Status::Forbidden => Self::Forbidden(e.detail),
+            Status::NotFound => Self::NotFound(e.detail),
+            Status::Conflict => Self::Conflict(e.detail),
+            Status::TooLarge => Self::PayloadTooLarge(e.detail),
+            Status::Unavailable => Self::Unavailable(e.detail),
+            Status::Internal => Self::internal(e.detail),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(e.to_string())
     }
 }
 

@@ -10,6 +10,7 @@ mod cargo;
 mod error;
 mod observe;
 mod ops;
+mod registry;
 
 pub use error::ApiError;
 
@@ -30,15 +31,34 @@ pub fn router(app: Arc<App>) -> Router {
             "/{registry}/api/v1/crates/{name}/{version}/download",
             get(cargo::download),
         );
-    // The registry Web API (publish, yank, owners, search): not on mirrors.
-    let registry_api =
-        Router::new().route("/{registry}/api/v1/{*rest}", any(cargo::api_unsupported));
+    // The Web API of private registries (publish, yank, owners, search); a mirror answers
+    // that it has none.
+    let registry_api = Router::new()
+        .route("/{registry}/api/v1/crates/new", put(registry::publish))
+        .route(
+            "/{registry}/api/v1/crates/{name}/{version}/yank",
+            delete(registry::yank),
+        )
+        .route(
+            "/{registry}/api/v1/crates/{name}/{version}/unyank",
+            put(registry::unyank),
+        )
+        .route(
+            "/{registry}/api/v1/crates/{name}/owners",
+            get(registry::owners)
+                .put(registry::add_owners)
+                .delete(registry::remove_owners),
+        )
+        .route("/{registry}/api/v1/crates", get(registry::search))
+        .route("/{registry}/api/v1/{*rest}", any(cargo::api_unsupported));
     // Operations, and the page cargo's login hint points at.
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
-        .route("/-/login", get(ops::login));
+        .route("/-/login", get(ops::login))
+        // `cargo login` tells users to find their token at `{api}/me`.
+        .route("/{registry}/me", get(ops::login));
     // The admin API: every handler takes `access::Admin`.
     let admin = Router::new()
         .route("/-/admin/users", get(admin::users).post(admin::create_user))
@@ -58,7 +78,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(admin::tokens).post(admin::create_token),
         )
         .route("/-/admin/tokens/{id}", delete(admin::revoke_token))
-        .route("/-/admin/audit", get(admin::audit));
+        .route("/-/admin/audit", get(admin::audit))
+        .route(
+            "/-/admin/registries/{registry}/crates/{name}/{version}",
+            delete(registry::delete_version),
+        );
     cargo
         .merge(registry_api)
         .merge(ops)

@@ -60,6 +60,14 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 }
 
 impl Mirror {
+    /// The `reserved_names` pattern that `name` matches, if any.
+    pub(crate) fn reserved(
+        &self,
+        name: &crate::names::CrateName,
+    ) -> Option<&crate::names::CrateGlob> {
+        self.cfg.reserved_names.iter().find(|g| g.matches(name))
+    }
+
     /// The index file of crate `name`.
     pub(crate) async fn index_file(
         self: &Arc<Self>,
@@ -69,6 +77,14 @@ impl Mirror {
     }
 
     pub(super) async fn lookup(self: &Arc<Self>, key: &IndexKey) -> Result<Lookup, MirrorError> {
+        if let IndexFile::Crate(name) = &key.file
+            && let Some(glob) = self.reserved(name)
+        {
+            return Err(MirrorError::NotFound(format!(
+                "`{name}` is reserved for the company's private registries (pattern `{glob}` of mirror `{}`): it is never served from this mirror's upstream; depend on it with `registry = \"<your private registry>\"`",
+                self.name
+            )));
+        }
         let blob = BlobKey::Index(key.clone());
         let (entry, tier) = match self.cached_entry(&blob) {
             Some(e) => (Some(e), "memory"),

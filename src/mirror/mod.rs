@@ -57,6 +57,11 @@ impl From<StoreError> for MirrorError {
 }
 
 impl MirrorError {
+    /// Whether the answer is "no such crate" (a reserved name included).
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, MirrorError::NotFound(_)) || self.is_upstream_not_found()
+    }
+
     /// Whether the upstream answered "not found" for a file cratedock holds (see
     /// `Mirror::missing_is_a_hiccup`).
     fn is_upstream_not_found(&self) -> bool {

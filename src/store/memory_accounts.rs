@@ -11,6 +11,8 @@ use super::accounts::{
     AccountStore, AuditEntry, AuditQuery, Grant, Revocation, Team, TokenRecord, User, UserChange,
     has_working_admin,
 };
+use super::now_ms;
+use super::packages::{PackageChange, PackageRecord, PackageStore, package_key};
 
 #[derive(Default)]
 pub struct MemoryAccounts {
@@ -25,6 +27,8 @@ struct State {
     /// By hash.
     tokens: HashMap<String, TokenRecord>,
     audit: Vec<AuditEntry>,
+    /// By `{registry}/{canonical name}`.
+    packages: BTreeMap<String, PackageRecord>,
 }
 
 impl MemoryAccounts {
@@ -241,6 +245,60 @@ impl AccountStore for MemoryAccounts {
 
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl PackageStore for MemoryAccounts {
+    async fn package(
+        &self,
+        registry: &str,
+        canonical: &str,
+    ) -> Result<Option<PackageRecord>, StoreError> {
+        let key = package_key(registry, canonical);
+        Ok(self.state().packages.get(&key).cloned())
+    }
+
+    async fn packages(&self, registry: &str) -> Result<Vec<PackageRecord>, StoreError> {
+        let prefix = format!("{registry}/");
+        let s = self.state();
+        Ok(s.packages
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    async fn create_package(
+        &self,
+        canonical: &str,
+        record: &PackageRecord,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let key = package_key(&record.registry, canonical);
+        let mut s = self.state();
+        let created = !s.packages.contains_key(&key);
+        if created {
+            s.packages.insert(key, record.clone());
+        }
+        Ok(s.audited(audit, (created, created)))
+    }
+
+    async fn change_package(
+        &self,
+        registry: &str,
+        canonical: &str,
+        change: &PackageChange,
+        audit: &AuditEntry,
+    ) -> Result<Option<PackageRecord>, StoreError> {
+        let key = package_key(registry, canonical);
+        let mut s = self.state();
+        let Some(record) = s.packages.get_mut(&key) else {
+            return Ok(None);
+        };
+        let changed = change.apply(record, now_ms());
+        let out = record.clone();
+        Ok(s.audited(audit, (Some(out), changed)))
     }
 }
 

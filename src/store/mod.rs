@@ -1,6 +1,7 @@
 //! Storage: bytes behind the [`BlobStore`] trait (files on disk, the memory tier in front),
 //! bookkeeping behind the [`CacheBook`] trait (sled; in memory for tests), accounts and the
-//! audit log behind the [`AccountStore`] trait (sled; in memory for tests), typed keys.
+//! audit log behind the [`AccountStore`] trait, private crates' records behind the
+//! [`PackageStore`] trait (both sled, or in memory for tests), typed keys.
 //!
 //! The rule this module keeps: a reader never sees a half-written blob, bytes never go into
 //! the bookkeeping, no backend type (sled, files) appears in a trait, and keys are typed
@@ -12,6 +13,7 @@ mod book;
 mod fs;
 mod keys;
 mod memory_accounts;
+mod packages;
 mod sled_accounts;
 mod sled_book;
 mod tier;
@@ -27,6 +29,7 @@ pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Totals};
 pub use fs::FsBlobStore;
 pub use keys::{BlobKey, CrateKey, IndexKey};
 pub use memory_accounts::MemoryAccounts;
+pub use packages::{MetaStore, Owner, PackageChange, PackageRecord, PackageStore, VersionRecord};
 pub use sled_accounts::SledAccounts;
 pub use sled_book::{SledBook, open_db};
 pub use tier::{Held, MemoryTier};

@@ -119,6 +119,11 @@ impl<A: Clone + Send + Sync + 'static> MemoryTier<A> {
     pub fn below(&self) -> &dyn BlobStore {
         self.inner.as_ref()
     }
+
+    /// The store below, shared.
+    pub fn below_arc(&self) -> Arc<dyn BlobStore> {
+        self.inner.clone()
+    }
 }
 
 #[async_trait]

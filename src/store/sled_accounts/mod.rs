@@ -22,6 +22,7 @@ pub struct SledAccounts {
     tokens: sled::Tree,
     token_ids: sled::Tree,
     audit: sled::Tree,
+    packages: sled::Tree,
 }
 
 fn meta_err(e: impl std::fmt::Display) -> StoreError {
@@ -61,6 +62,7 @@ impl SledAccounts {
             tokens: tree("tokens")?,
             token_ids: tree("token_ids")?,
             audit: tree("audit")?,
+            packages: tree("packages")?,
             db,
         })
     }
@@ -432,6 +434,8 @@ impl AccountStore for SledAccounts {
         Ok(())
     }
 }
+
+mod packages;
 
 #[cfg(test)]
 mod tests;

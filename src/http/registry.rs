@@ -1,0 +1,194 @@
+//! Handlers of the Web API of private registries: publish, yank and unyank, owners, search,
+//! and the admin's delete of a version.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::response::Response;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use super::access::{Access, Acting, Admin, ApiRead, base_url};
+use super::admin::{JsonBody, json as json_response};
+use super::cargo::private;
+use crate::app::App;
+use crate::names::{CrateName, Version};
+use crate::net::ConnInfo;
+use crate::registry::OwnersChange;
+
+fn ok() -> Response {
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
+/// `PUT /{registry}/api/v1/crates/new`: the framed body of `cargo publish`.
+pub(super) async fn publish(
+    acting: Acting,
+    State(app): State<Arc<App>>,
+    Path(registry): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let base = base_url(
+        &app,
+        req.uri(),
+        req.headers(),
+        req.extensions().get::<ConnInfo>(),
+    )
+    .ok();
+    let upload = private.receive(req.into_body().into_data_stream()).await?;
+    let published = private
+        .publish(&acting.caller, upload, base.as_deref())
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "warnings": {
+                "invalid_categories": [],
+                "invalid_badges": [],
+                "other": published.warnings,
+            }
+        }),
+    ))
+}
+
+/// `DELETE .../{name}/{version}/yank`.
+pub(super) async fn yank(
+    acting: Acting,
+    State(app): State<Arc<App>>,
+    Path((registry, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    set_yanked(acting, app, registry, name, version, true).await
+}
+
+/// `PUT .../{name}/{version}/unyank`.
+pub(super) async fn unyank(
+    acting: Acting,
+    State(app): State<Arc<App>>,
+    Path((registry, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    set_yanked(acting, app, registry, name, version, false).await
+}
+
+async fn set_yanked(
+    acting: Acting,
+    app: Arc<App>,
+    registry: String,
+    name: String,
+    version: String,
+    yanked: bool,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let name = CrateName::new(&name)?;
+    let version = Version::new(&version)?;
+    private
+        .yank(&acting.caller, &name, &version, yanked)
+        .await?;
+    Ok(ok())
+}
+
+/// `GET .../{name}/owners`.
+pub(super) async fn owners(
+    _: Access<ApiRead>,
+    State(app): State<Arc<App>>,
+    Path((registry, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let users = private.owners(&CrateName::new(&name)?).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "users": users })))
+}
+
+/// The body of `cargo owner --add/--remove` (`users`; crates.io also accepts `owners`).
+#[derive(Deserialize)]
+pub(super) struct OwnersBody {
+    users: Option<Vec<String>>,
+    owners: Option<Vec<String>>,
+}
+
+pub(super) async fn add_owners(
+    acting: Acting,
+    State(app): State<Arc<App>>,
+    Path((registry, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<OwnersBody>,
+) -> Result<Response, ApiError> {
+    change_owners(acting, app, registry, name, body, OwnersChange::Add).await
+}
+
+pub(super) async fn remove_owners(
+    acting: Acting,
+    State(app): State<Arc<App>>,
+    Path((registry, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<OwnersBody>,
+) -> Result<Response, ApiError> {
+    change_owners(acting, app, registry, name, body, OwnersChange::Remove).await
+}
+
+async fn change_owners(
+    acting: Acting,
+    app: Arc<App>,
+    registry: String,
+    name: String,
+    body: OwnersBody,
+    change: OwnersChange,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let name = CrateName::new(&name)?;
+    let logins = body.users.or(body.owners).ok_or_else(|| {
+        ApiError::bad_request("the body needs `users`: a list of logins (`team:NAME` for a team)")
+    })?;
+    let msg = private
+        .change_owners(&acting.caller, &name, &logins, change)
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "ok": true, "msg": msg }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(super) struct SearchParams {
+    q: Option<String>,
+    per_page: Option<String>,
+}
+
+/// `GET /{registry}/api/v1/crates?q=&per_page=`.
+pub(super) async fn search(
+    _: Access<ApiRead>,
+    State(app): State<Arc<App>>,
+    Path(registry): Path<String>,
+    Query(params): Query<SearchParams>,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let per_page = match params.per_page.as_deref() {
+        None => 10,
+        Some(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::bad_request("per_page must be a number from 1 to 100"))?,
+    };
+    let q = params.q.unwrap_or_default();
+    if q.len() > 200 {
+        return Err(ApiError::bad_request("the query is longer than 200 bytes"));
+    }
+    let found = private.search(&q, per_page).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "crates": found.hits, "meta": { "total": found.total } }),
+    ))
+}
+
+/// `DELETE /-/admin/registries/{registry}/crates/{name}/{version}`: an admin's delete of a
+/// version (legal takedown); audited.
+pub(super) async fn delete_version(
+    admin: Admin,
+    State(app): State<Arc<App>>,
+    Path((registry, name, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let private = private(&app, &registry)?;
+    let name = CrateName::new(&name)?;
+    let version = Version::new(&version)?;
+    private.delete_version(&admin.ctx, &name, &version).await?;
+    Ok(ok())
+}

@@ -1,0 +1,296 @@
+//! The rules a publish must pass that are pure functions of what was uploaded: crates.io's
+//! name rules, version uniqueness, the licence, and where each dependency comes from.
+//!
+//! The rule this module keeps: each refusal names the rule and tells the user what to change.
+
+use super::RegistryError;
+use super::line::CRATES_IO_INDEX;
+use super::manifest::{Manifest, ManifestDep};
+use crate::names::{CrateName, shown};
+
+/// Names crates.io refuses, compared with `-` and `_` alike and case ignored.
+const RESERVED_NAMES: &[&str] = &[
+    "alloc",
+    "arena",
+    "ast",
+    "builtins",
+    "collections",
+    "compiler-builtins",
+    "compiler-rt",
+    "compiletest",
+    "core",
+    "coretest",
+    "debug",
+    "driver",
+    "flate",
+    "fmt_macros",
+    "grammar",
+    "graphviz",
+    "macro",
+    "macros",
+    "proc_macro",
+    "rbml",
+    "rust-installer",
+    "rustbook",
+    "rustc",
+    "rustc_back",
+    "rustc_borrowck",
+    "rustc_driver",
+    "rustc_llvm",
+    "rustc_resolve",
+    "rustc_trans",
+    "rustc_typeck",
+    "rustdoc",
+    "rustllvm",
+    "rustuv",
+    "serialize",
+    "std",
+    "syntax",
+    "test",
+    "unicode",
+];
+
+fn canon(name: &str) -> String {
+    name.to_ascii_lowercase().replace('-', "_")
+}
+
+fn is_windows_device(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    if matches!(n.as_str(), "nul" | "con" | "prn" | "aux") {
+        return true;
+    }
+    n.len() == 4
+        && (n.starts_with("com") || n.starts_with("lpt"))
+        && n.as_bytes()[3].is_ascii_digit()
+}
+
+/// A crate name as crates.io accepts it for a new crate: cratedock's name rules, an ASCII
+/// letter first, and not a reserved name.
+pub(crate) fn crate_name(name: &str) -> Result<CrateName, RegistryError> {
+    let parsed = CrateName::new(name).map_err(|e| RegistryError::invalid("name", e.to_string()))?;
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(RegistryError::invalid(
+            "name",
+            format!(
+                "crate name `{}` must start with an ASCII letter",
+                shown(name)
+            ),
+        ));
+    }
+    let c = canon(name);
+    if RESERVED_NAMES.iter().any(|r| canon(r) == c) || is_windows_device(name) {
+        return Err(RegistryError::invalid(
+            "name",
+            format!(
+                "cannot publish a crate with a reserved name: `{name}` (a name of Rust's own crates or a Windows device); pick another name"
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A valid version, at most 150 characters.
+pub(crate) fn version(vers: &str) -> Result<semver::Version, RegistryError> {
+    crate::names::Version::new(vers)
+        .map_err(|e| RegistryError::invalid("version", e.to_string()))?;
+    semver::Version::parse(vers).map_err(|e| RegistryError::invalid("version", e.to_string()))
+}
+
+/// The taken version that `new` collides with: the same version once build metadata is set
+/// aside (yanked and deleted versions count).
+pub(crate) fn taken<'a>(
+    new: &semver::Version,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    existing.into_iter().find(|v| {
+        semver::Version::parse(v).is_ok_and(|v| {
+            (v.major, v.minor, v.patch, &v.pre) == (new.major, new.minor, new.patch, &new.pre)
+        })
+    })
+}
+
+/// A `license` that is a valid SPDX expression, or a `license-file`.
+pub(crate) fn licence(m: &Manifest) -> Result<(), RegistryError> {
+    match (&m.license, &m.license_file) {
+        (Some(expr), _) => spdx::Expression::parse_mode(expr, spdx::ParseMode::LAX)
+            .map(|_| ())
+            .map_err(|e| {
+                RegistryError::invalid(
+                    "license",
+                    format!(
+                        "`license = \"{}\"` in Cargo.toml is not a valid SPDX expression ({}); use identifiers from https://spdx.org/licenses/ such as `MIT OR Apache-2.0`, or set `license-file`",
+                        shown(expr),
+                        e.reason
+                    ),
+                )
+            }),
+        (None, Some(_)) => Ok(()),
+        (None, None) => Err(RegistryError::invalid(
+            "license",
+            "Cargo.toml has neither `license` nor `license-file`: add `license = \"<SPDX expression>\"` (e.g. `MIT OR Apache-2.0`) or `license-file = \"LICENSE\"` to [package]",
+        )),
+    }
+}
+
+/// Where a dependency comes from, as this registry sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// This registry: recorded without `registry`.
+    Same,
+    /// crates.io: recorded as its canonical index URL.
+    CratesIo,
+    /// Another registry of this cratedock, by name; recorded as the manifest's URL.
+    Local { registry: String, url: String },
+    /// A registry elsewhere; recorded as the manifest's URL.
+    External(String),
+}
+
+impl Source {
+    /// The dependency's `registry` value in the index line.
+    pub(crate) fn index_value(&self) -> Option<String> {
+        match self {
+            Self::Same => None,
+            Self::CratesIo => Some(CRATES_IO_INDEX.to_owned()),
+            Self::Local { url, .. } | Self::External(url) => Some(url.clone()),
+        }
+    }
+}
+
+/// An index URL without `sparse+`, a trailing `/` or ASCII case: the form URLs are compared in.
+pub(crate) fn url_key(url: &str) -> String {
+    url.trim_start_matches("sparse+")
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+}
+
+/// Tells where dependencies come from.
+pub(crate) struct Sources<'a> {
+    /// This registry's name.
+    pub(crate) registry: &'a str,
+    /// Base URLs cratedock is reached at (the request's, the configured public one).
+    pub(crate) bases: Vec<String>,
+    /// Every registry of this cratedock.
+    pub(crate) registries: Vec<&'a str>,
+}
+
+impl Sources<'_> {
+    pub(crate) fn of(&self, dep: &ManifestDep) -> Source {
+        let Some(url) = &dep.registry_index else {
+            // In a published Cargo.toml, no registry means crates.io.
+            return Source::CratesIo;
+        };
+        let key = url_key(url);
+        if key == url_key(CRATES_IO_INDEX) || key == "https://index.crates.io" {
+            return Source::CratesIo;
+        }
+        for base in &self.bases {
+            for r in &self.registries {
+                if key == url_key(&format!("{base}/{r}/index")) {
+                    return if *r == self.registry {
+                        Source::Same
+                    } else {
+                        Source::Local {
+                            registry: (*r).to_owned(),
+                            url: url.clone(),
+                        }
+                    };
+                }
+            }
+        }
+        Source::External(url.clone())
+    }
+}
+
+/// The refusal of a dependency from a registry this one may not depend on.
+pub(crate) fn forbidden_source(
+    dep: &ManifestDep,
+    source: &Source,
+    registry: &str,
+) -> RegistryError {
+    let from = match source {
+        Source::Same => "this registry".to_owned(),
+        Source::CratesIo => "crates.io".to_owned(),
+        Source::Local { registry, .. } => format!("registry `{registry}`"),
+        Source::External(url) => format!("`{}`", shown(url)),
+    };
+    RegistryError::invalid(
+        "dependency",
+        format!(
+            "dependency `{}` comes from {from}, which crates in `{registry}` may not depend on; an admin can allow it in registries.{registry}.dependency_registries",
+            dep.name
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_crates_io() {
+        assert!(crate_name("serde_json").is_ok());
+        for bad in [
+            "_x",
+            "1x",
+            "std",
+            "STD",
+            "proc-macro",
+            "nul",
+            "COM1",
+            "lpt9",
+            "a b",
+            "",
+        ] {
+            assert!(crate_name(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(crate_name("com10").is_ok() && crate_name("console").is_ok());
+    }
+
+    #[test]
+    fn versions_collide_without_build_metadata() {
+        let v = |s| version(s).unwrap();
+        let existing = ["1.0.0", "1.1.0-beta.1+x"];
+        assert_eq!(taken(&v("1.0.0+build"), existing), Some("1.0.0"));
+        assert_eq!(taken(&v("1.1.0-beta.1"), existing), Some("1.1.0-beta.1+x"));
+        assert_eq!(taken(&v("1.1.0"), existing), None);
+        assert!(version("1.0").is_err());
+    }
+
+    #[test]
+    fn dependency_sources_are_told_apart() {
+        let sources = Sources {
+            registry: "internal",
+            bases: vec!["http://127.0.0.1:8080".into()],
+            registries: vec!["internal", "crates-io", "other"],
+        };
+        let dep = |url: Option<&str>| ManifestDep {
+            name: "d".into(),
+            package: None,
+            req: "^1".into(),
+            features: vec![],
+            optional: false,
+            default_features: true,
+            target: None,
+            kind: super::super::manifest::DepKind::Normal,
+            registry_index: url.map(str::to_owned),
+        };
+        assert_eq!(sources.of(&dep(None)), Source::CratesIo);
+        let same = dep(Some("sparse+http://127.0.0.1:8080/internal/index/"));
+        assert_eq!(sources.of(&same), Source::Same);
+        assert_eq!(sources.of(&same).index_value(), None);
+        let other = sources.of(&dep(Some("sparse+http://127.0.0.1:8080/other/index/")));
+        assert!(matches!(other, Source::Local { ref registry, .. } if registry == "other"));
+        let far = sources.of(&dep(Some("sparse+https://x.example/index/")));
+        assert_eq!(
+            far.index_value().as_deref(),
+            Some("sparse+https://x.example/index/")
+        );
+        assert_eq!(
+            sources
+                .of(&dep(Some(CRATES_IO_INDEX)))
+                .index_value()
+                .as_deref(),
+            Some(CRATES_IO_INDEX)
+        );
+    }
+}

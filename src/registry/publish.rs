@@ -1,0 +1,360 @@
+//! `cargo publish`: the checks in order (metadata, name, permission, tarball, manifest,
+//! licence, dependencies, ownership or the dependency-confusion guard for a new name, version
+//! uniqueness), then the writes in order (a new crate's record, the `.crate` file, the index
+//! line, the version's record with its audit entry).
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::checks::{self, Source, Sources};
+use super::line::{IndexDep, IndexLine, lines};
+use super::manifest::{self, Manifest};
+use super::{Caller, Private, RegistryError, Upload, tarball};
+use crate::auth::admin::entry;
+use crate::auth::{Denial, rfc3339};
+use crate::mirror::Lookup;
+use crate::names::{CrateName, Version};
+use crate::store::{Owner, PackageChange, PackageRecord, Permission, VersionRecord, now_ms};
+
+/// What cargo is told after a publish: warnings it prints.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    pub(crate) warnings: Vec<String>,
+}
+
+/// What cratedock reads of the metadata JSON; everything else comes from the manifest.
+#[derive(Deserialize)]
+struct Metadata {
+    name: String,
+    vers: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Private {
+    /// Reads a publish body within this registry's limits (a refusal is counted).
+    pub(crate) async fn receive<S, E>(&self, body: S) -> Result<Upload, RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload = super::read_upload(body, self.cfg.max_upload_bytes).await;
+        if let Err(e) = &upload {
+            self.count(Err(e));
+        }
+        upload
+    }
+
+    /// Publishes an upload. `base` is the URL the client reached cratedock at (to recognise
+    /// dependencies on this cratedock's registries).
+    pub(crate) async fn publish(
+        &self,
+        caller: &Caller,
+        upload: Upload,
+        base: Option<&str>,
+    ) -> Result<Published, RegistryError> {
+        let result = self.try_publish(caller, upload, base).await;
+        self.count(result.as_ref().map(|_| ()));
+        if let Err(e) = &result {
+            tracing::info!(registry = %self.name, reason = e.reason, detail = %e.detail, "publish refused");
+        }
+        result
+    }
+
+    async fn try_publish(
+        &self,
+        caller: &Caller,
+        upload: Upload,
+        base: Option<&str>,
+    ) -> Result<Published, RegistryError> {
+        let meta: Metadata = serde_json::from_slice(&upload.json).map_err(|e| {
+            RegistryError::invalid(
+                "json",
+                format!("the publish metadata is not the JSON cargo sends: {e}"),
+            )
+        })?;
+        let name = checks::crate_name(&meta.name)?;
+        let semver = checks::version(&meta.vers)?;
+        let version = Version::new(&meta.vers)
+            .map_err(|e| RegistryError::invalid("version", e.to_string()))?;
+        let registry = self.name.as_str();
+        let now = now_ms();
+        if !caller
+            .identity
+            .allows(Permission::Publish, registry, Some(&name), now)
+        {
+            let denial = Denial::lacks(Permission::Publish, registry, Some(&name));
+            return Err(RegistryError::forbidden("permission", denial.detail()));
+        }
+        let manifest = self.unpack(&upload, &meta).await?;
+        checks::licence(&manifest)?;
+        let deps = self.dependencies(&manifest, base)?;
+        let cksum = hex(&Sha256::digest(&upload.tarball));
+        let size = upload.tarball.len() as u64;
+
+        let _held = self.lock(&name).lock().await;
+        let canonical = name.canonical();
+        let lower = name.lower();
+        let doc = self.load(&lower).await?;
+        let indexed: Vec<String> = doc
+            .iter()
+            .flat_map(|d| lines(&d.body))
+            .filter_map(|l| serde_json::from_slice::<crate::index::IndexLine>(l).ok())
+            .map(|l| l.vers)
+            .collect();
+        match self.meta.package(registry, &canonical).await? {
+            Some(record) => {
+                if record.name != meta.name {
+                    return Err(RegistryError::conflict(
+                        "name",
+                        format!(
+                            "crate `{}` was previously published as `{}`: to cargo, names that differ only in case or `-`/`_` are one crate; set `name = \"{}\"` in Cargo.toml",
+                            meta.name, record.name, record.name
+                        ),
+                    ));
+                }
+                self.check_owner(caller, &record, &name, now).await?;
+                let known = record.versions.keys().chain(indexed.iter());
+                if let Some(v) = checks::taken(&semver, known.map(String::as_str)) {
+                    let why = match record.versions.get(v) {
+                        Some(r) if r.deleted_ms.is_some() => {
+                            " (and deleted; a version number is never reused)"
+                        }
+                        _ => " (yanked versions count too: publish a new version number)",
+                    };
+                    return Err(RegistryError::conflict(
+                        "duplicate",
+                        format!(
+                            "crate version `{}@{v}` is already uploaded{why}",
+                            record.name
+                        ),
+                    ));
+                }
+            }
+            None => {
+                if let Some(v) = checks::taken(&semver, indexed.iter().map(String::as_str)) {
+                    return Err(RegistryError::conflict(
+                        "duplicate",
+                        format!("crate version `{}@{v}` is already uploaded", meta.name),
+                    ));
+                }
+                self.guard(&name).await?;
+                self.claim(caller, &name, &canonical, now).await?;
+            }
+        }
+
+        // The file first: an index line never names a file that is not there.
+        self.blobs
+            .put(&self.crate_key(&name, &version), upload.tarball.clone())
+            .await?;
+        let line = IndexLine::new(&manifest, deps, cksum.clone(), rfc3339(now));
+        let mut body = doc.map(|d| d.body.to_vec()).unwrap_or_default();
+        if !body.is_empty() && !body.ends_with(b"\n") {
+            body.push(b'\n');
+        }
+        body.extend_from_slice(line.to_json().as_bytes());
+        body.push(b'\n');
+        self.store_index(&lower, body).await?;
+        self.stored_bytes
+            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+
+        let mut audit = entry(
+            &caller.ctx,
+            "crate.publish",
+            Some(registry),
+            &format!("{}@{}", meta.name, meta.vers),
+        );
+        audit.krate = Some(meta.name.clone());
+        audit.outcome = format!("ok: sha256 {cksum}, {size} bytes");
+        let change = PackageChange::Published {
+            version: meta.vers.clone(),
+            record: VersionRecord {
+                cksum,
+                size,
+                published_ms: now,
+                publisher: caller
+                    .identity
+                    .user
+                    .as_deref()
+                    .or(caller.identity.principal.as_deref())
+                    .map(str::to_owned),
+                deleted_ms: None,
+            },
+            description: manifest.description.clone(),
+            keywords: manifest.keywords.clone(),
+        };
+        self.meta
+            .change_package(registry, &canonical, &change, &audit)
+            .await?;
+        tracing::info!(registry, krate = %name, version = %version, size, "published");
+        Ok(Published::default())
+    }
+
+    /// The tarball checked and its manifest read (off the async threads), matching the
+    /// metadata.
+    async fn unpack(&self, upload: &Upload, meta: &Metadata) -> Result<Manifest, RegistryError> {
+        let tarball = upload.tarball.clone();
+        let max = self.cfg.max_unpacked_bytes;
+        let (top, manifest) = tokio::task::spawn_blocking(move || {
+            let unpacked = tarball::inspect(&tarball, max)
+                .map_err(|e| RegistryError::invalid("tarball", e.to_string()))?;
+            let manifest = manifest::parse(&unpacked.manifest)
+                .map_err(|e| RegistryError::invalid("manifest", e.to_string()))?;
+            tracing::debug!(
+                unpacked_bytes = unpacked.unpacked_bytes,
+                entries = unpacked.entries,
+                "tarball checked"
+            );
+            Ok::<_, RegistryError>((unpacked.top, manifest))
+        })
+        .await
+        .map_err(|e| {
+            RegistryError::invalid("tarball", format!("the tarball could not be read: {e}"))
+        })??;
+        let expected = format!("{}-{}", meta.name, meta.vers);
+        if top != expected {
+            return Err(RegistryError::invalid(
+                "tarball",
+                format!(
+                    "the .crate's files lie under `{}/`, not `{expected}/` as its name and version say",
+                    crate::names::shown(&top)
+                ),
+            ));
+        }
+        if manifest.name != meta.name || manifest.version != meta.vers {
+            return Err(RegistryError::invalid(
+                "manifest",
+                format!(
+                    "the metadata names `{}@{}` but the Cargo.toml inside the .crate names `{}@{}`",
+                    meta.name,
+                    meta.vers,
+                    crate::names::shown(&manifest.name),
+                    crate::names::shown(&manifest.version)
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest's dependencies as index entries, each from a registry this one may
+    /// depend on.
+    fn dependencies(
+        &self,
+        m: &Manifest,
+        base: Option<&str>,
+    ) -> Result<Vec<IndexDep>, RegistryError> {
+        let mut bases: Vec<String> = base.into_iter().map(str::to_owned).collect();
+        bases.extend(self.public_url.iter().cloned());
+        let sources = Sources {
+            registry: self.name.as_str(),
+            bases,
+            registries: self.registries.iter().map(String::as_str).collect(),
+        };
+        let mut out = Vec::with_capacity(m.deps.len());
+        for dep in &m.deps {
+            for n in std::iter::once(&dep.name).chain(dep.package.as_ref()) {
+                CrateName::new(n).map_err(|e| {
+                    RegistryError::invalid("dependency", format!("dependency name: {e}"))
+                })?;
+            }
+            let source = sources.of(dep);
+            let allowed = match &source {
+                Source::Same => true,
+                Source::CratesIo => self.allowed.crates_io,
+                Source::Local { registry, .. } => self.allowed.registries.contains(registry),
+                Source::External(url) => self.allowed.urls.contains(&checks::url_key(url)),
+            };
+            if !allowed {
+                return Err(checks::forbidden_source(dep, &source, self.name.as_str()));
+            }
+            out.push(IndexDep::of(dep, source.index_value()));
+        }
+        Ok(out)
+    }
+
+    /// Refuses a new name that a mirror's upstream has (dependency confusion), unless the
+    /// configuration allows it.
+    async fn guard(&self, name: &CrateName) -> Result<(), RegistryError> {
+        if self
+            .cfg
+            .allow_upstream_names
+            .iter()
+            .any(|g| g.matches(name))
+        {
+            return Ok(());
+        }
+        for mirror in &self.mirrors {
+            match mirror.index_file(name).await {
+                Ok(Lookup::Found(_)) => {
+                    return Err(RegistryError::forbidden(
+                        "upstream_name",
+                        format!(
+                            "`{name}` exists on the upstream of mirror `{m}`: a private crate of that name could be swapped for the public one (dependency confusion). Pick another name, or ask an admin to allow it in registries.{r}.allow_upstream_names (and reserve it in registries.{m}.reserved_names)",
+                            m = mirror.name(),
+                            r = self.name
+                        ),
+                    ));
+                }
+                Ok(Lookup::NotFound) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    return Err(RegistryError::unavailable(
+                        "unavailable",
+                        format!(
+                            "cannot check whether `{name}` exists on the upstream of mirror `{}` ({e}); try again later",
+                            mirror.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new crate with the caller as its owner.
+    async fn claim(
+        &self,
+        caller: &Caller,
+        name: &CrateName,
+        canonical: &str,
+        now: u64,
+    ) -> Result<(), RegistryError> {
+        let id = &caller.identity;
+        let owner = match (&id.user, &id.principal) {
+            (Some(u), _) => Owner::User(u.to_string()),
+            (None, Some(p)) => Owner::Team(p.to_string()),
+            (None, None) => {
+                return Err(RegistryError::forbidden(
+                    "permission",
+                    "publishing a new crate needs a user's token",
+                ));
+            }
+        };
+        let record = PackageRecord {
+            registry: self.name.to_string(),
+            name: name.to_string(),
+            owners: [owner.clone()].into(),
+            description: None,
+            keywords: Vec::new(),
+            created_ms: now,
+            updated_ms: now,
+            versions: Default::default(),
+        };
+        let mut audit = entry(
+            &caller.ctx,
+            "crate.create",
+            Some(self.name.as_str()),
+            &owner.login(),
+        );
+        audit.krate = Some(name.to_string());
+        if !self.meta.create_package(canonical, &record, &audit).await? {
+            return Err(RegistryError::conflict(
+                "name",
+                format!("crate `{name}` was just created by another publish; try again"),
+            ));
+        }
+        Ok(())
+    }
+}
