@@ -66,7 +66,7 @@ where
                     return Err(RegistryError::invalid(
                         "frame",
                         format!(
-                            "the upload ended early: {what} is {n} bytes but only {} arrived (invalid {what} length)",
+                            "the upload ended early: {what} is {n} bytes but only {} arrived",
                             self.buf.len()
                         ),
                     ));

@@ -60,7 +60,10 @@ impl IndexDep {
     pub(crate) fn of(dep: &ManifestDep, registry: Option<String>) -> Self {
         Self {
             name: dep.name.clone(),
-            req: dep.req.clone(),
+            // As cargo sends it (`1` becomes `^1`), which is what crates.io's lines hold.
+            req: semver::VersionReq::parse(&dep.req)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| dep.req.clone()),
             features: dep.features.clone(),
             optional: dep.optional,
             default_features: dep.default_features,
@@ -225,7 +228,7 @@ mod tests {
         ManifestDep {
             name: name.into(),
             package: package.map(str::to_owned),
-            req: "^1".into(),
+            req: "1".into(),
             features: vec![],
             optional: false,
             default_features: true,

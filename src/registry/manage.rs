@@ -162,6 +162,7 @@ impl Private {
         );
         audit.krate = Some(record.name.clone());
         self.meta.append_audit(&audit).await?;
+        self.meta.flush().await?;
         Ok(())
     }
 
@@ -250,6 +251,8 @@ impl Private {
         self.meta
             .change_package(self.name.as_str(), &name.canonical(), &change, &audit)
             .await?;
+        // Durable before the answer, like every change of a private crate.
+        self.meta.flush().await?;
         Ok(match action {
             "owner.add" => format!(
                 "{} now own{} `{}`",
@@ -335,6 +338,8 @@ impl Private {
         self.meta
             .change_package(self.name.as_str(), &name.canonical(), &change, &audit)
             .await?;
+        // Durable before the answer, like every change of a private crate.
+        self.meta.flush().await?;
         if let Some(doc) = doc
             && let Some(body) = without(&doc.body, version.as_str()).map_err(|e| {
                 RegistryError::from(crate::store::StoreError::Meta(format!(

@@ -29,6 +29,12 @@ struct Metadata {
     vers: String,
 }
 
+/// A `pubtime` as milliseconds since the epoch.
+fn parse_pubtime(s: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp()).ok().map(|s| s * 1000)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -98,12 +104,27 @@ impl Private {
         let canonical = name.canonical();
         let lower = name.lower();
         let doc = self.load(&lower).await?;
-        let indexed: Vec<String> = doc
+        let indexed: Vec<IndexLine> = doc
             .iter()
             .flat_map(|d| lines(&d.body))
-            .filter_map(|l| serde_json::from_slice::<crate::index::IndexLine>(l).ok())
-            .map(|l| l.vers)
+            .filter_map(|l| serde_json::from_slice::<IndexLine>(l).ok())
             .collect();
+        let duplicate = |name: &str, v: &str| {
+            let line = indexed.iter().find(|l| l.vers == v);
+            let why = if line.is_none() {
+                " and deleted; a version number is never used twice"
+            } else if line.is_some_and(|l| l.yanked) {
+                " and yanked; a yanked version cannot be published again"
+            } else {
+                ""
+            };
+            RegistryError::conflict(
+                "duplicate",
+                format!(
+                    "crate version `{name}@{v}` is already uploaded{why}: publish a new version number"
+                ),
+            )
+        };
         match self.meta.package(registry, &canonical).await? {
             Some(record) => {
                 if record.name != meta.name {
@@ -116,29 +137,35 @@ impl Private {
                     ));
                 }
                 self.check_owner(caller, &record, &name, now).await?;
-                let known = record.versions.keys().chain(indexed.iter());
-                if let Some(v) = checks::taken(&semver, known.map(String::as_str)) {
-                    let why = match record.versions.get(v) {
-                        Some(r) if r.deleted_ms.is_some() => {
-                            " (and deleted; a version number is never reused)"
-                        }
-                        _ => " (yanked versions count too: publish a new version number)",
-                    };
-                    return Err(RegistryError::conflict(
-                        "duplicate",
-                        format!(
-                            "crate version `{}@{v}` is already uploaded{why}",
-                            record.name
-                        ),
-                    ));
+                let known = record
+                    .versions
+                    .keys()
+                    .map(String::as_str)
+                    .chain(indexed.iter().map(|l| l.vers.as_str()));
+                if let Some(v) = checks::taken(&semver, known) {
+                    // A publish cut off by a crash after its index line was written: the same
+                    // bytes again finish it (its record and audit entry), as a retry should.
+                    let interrupted = !record.versions.contains_key(v)
+                        && v == meta.vers
+                        && indexed.iter().any(|l| l.vers == v && l.cksum == cksum);
+                    if !interrupted {
+                        return Err(duplicate(&record.name, v));
+                    }
+                    let published = indexed
+                        .iter()
+                        .find(|l| l.vers == v)
+                        .and_then(|l| l.pubtime.as_deref())
+                        .and_then(parse_pubtime)
+                        .unwrap_or(now);
+                    self.record_version(caller, &manifest, &canonical, &cksum, size, published)
+                        .await?;
+                    return Ok(Published::default());
                 }
             }
             None => {
-                if let Some(v) = checks::taken(&semver, indexed.iter().map(String::as_str)) {
-                    return Err(RegistryError::conflict(
-                        "duplicate",
-                        format!("crate version `{}@{v}` is already uploaded", meta.name),
-                    ));
+                let known = indexed.iter().map(|l| l.vers.as_str());
+                if let Some(v) = checks::taken(&semver, known) {
+                    return Err(duplicate(&meta.name, v));
                 }
                 self.guard(&name).await?;
                 self.claim(caller, &name, &canonical, now).await?;
@@ -159,26 +186,39 @@ impl Private {
         self.store_index(&lower, body).await?;
         self.stored_bytes
             .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        self.record_version(caller, &manifest, &canonical, &cksum, size, now)
+            .await?;
+        tracing::info!(registry, krate = %name, version = %version, size, "published");
+        Ok(Published::default())
+    }
 
-        let mut audit = entry(
-            &caller.ctx,
-            "crate.publish",
-            Some(registry),
-            &format!("{}@{}", meta.name, meta.vers),
-        );
-        audit.krate = Some(meta.name.clone());
+    /// Stores a published version's record with its audit entry, durably before cargo hears
+    /// of it: a crash right after the answer must lose neither.
+    async fn record_version(
+        &self,
+        caller: &Caller,
+        manifest: &Manifest,
+        canonical: &str,
+        cksum: &str,
+        size: u64,
+        published_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let registry = self.name.as_str();
+        let target = format!("{}@{}", manifest.name, manifest.version);
+        let mut audit = entry(&caller.ctx, "crate.publish", Some(registry), &target);
+        audit.krate = Some(manifest.name.clone());
         audit.outcome = format!("ok: sha256 {cksum}, {size} bytes");
+        let id = &caller.identity;
         let change = PackageChange::Published {
-            version: meta.vers.clone(),
+            version: manifest.version.clone(),
             record: VersionRecord {
-                cksum,
+                cksum: cksum.to_owned(),
                 size,
-                published_ms: now,
-                publisher: caller
-                    .identity
+                published_ms,
+                publisher: id
                     .user
                     .as_deref()
-                    .or(caller.identity.principal.as_deref())
+                    .or(id.principal.as_deref())
                     .map(str::to_owned),
                 deleted_ms: None,
             },
@@ -186,10 +226,10 @@ impl Private {
             keywords: manifest.keywords.clone(),
         };
         self.meta
-            .change_package(registry, &canonical, &change, &audit)
+            .change_package(registry, canonical, &change, &audit)
             .await?;
-        tracing::info!(registry, krate = %name, version = %version, size, "published");
-        Ok(Published::default())
+        self.meta.flush().await?;
+        Ok(())
     }
 
     /// The tarball checked and its manifest read (off the async threads), matching the
