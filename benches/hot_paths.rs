@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the hot paths, through the whole router and middleware, in process:
 //! an index file from the memory tier (200 and 304), a crate file from memory, a crate file
 //! from disk; and the memory-tier requests again with a read token to a mirror with
-//! `auth_required = true` (`*_auth`), to show what auth costs. A fake upstream on loopback
-//! fills the caches once before measuring.
+//! `auth_required = true` (`*_auth`), to show what auth costs; and the same requests of a
+//! private registry's crate (`private_*`). A fake upstream on loopback fills the caches once
+//! before measuring.
 //!
 //! Run: `cargo bench --bench hot_paths`
 
@@ -25,7 +26,10 @@ mod upstream;
 #[path = "support/hot.rs"]
 mod hot;
 
-use hot::{INDEX, LARGE, SMALL, app, app_with_auth, get, get_as};
+use hot::{
+    INDEX, LARGE, PRIVATE_CRATE, PRIVATE_INDEX, SMALL, app, app_with_auth, app_with_private, get,
+    get_as,
+};
 use upstream::FakeUpstream;
 
 fn hot_paths(c: &mut Criterion) {
@@ -36,6 +40,14 @@ fn hot_paths(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let (private, private_etag) = rt.block_on(async {
+        let up = FakeUpstream::start().await;
+        let private = app_with_private(&up.index_url(), &dir.path().join("p")).await;
+        let first = get(&private, PRIVATE_INDEX, None).await;
+        assert_eq!(first.status, 200);
+        assert_eq!(get(&private, PRIVATE_CRATE, None).await.status, 200);
+        (private, first.etag.expect("an ETag"))
+    });
     let (upstream, in_memory, on_disk, (authed, token), index_len, etag) = rt.block_on(async {
         let up = FakeUpstream::start().await;
         hot::fill(&up);
@@ -82,6 +94,16 @@ fn hot_paths(c: &mut Criterion) {
     });
     g.bench_function("crate_99k_hit_memory_auth", |b| {
         b.to_async(&rt).iter(|| get_as(&authed, SMALL, None, token))
+    });
+    g.bench_function("private_index_304", |b| {
+        b.to_async(&rt)
+            .iter(|| get(&private, PRIVATE_INDEX, Some(&private_etag)))
+    });
+    g.bench_function("private_index_200", |b| {
+        b.to_async(&rt).iter(|| get(&private, PRIVATE_INDEX, None))
+    });
+    g.bench_function("private_crate_99k", |b| {
+        b.to_async(&rt).iter(|| get(&private, PRIVATE_CRATE, None))
     });
     g.bench_function("crate_99k_hit_disk", |b| {
         b.to_async(&rt).iter(|| get(&on_disk, SMALL, None))

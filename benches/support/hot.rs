@@ -142,3 +142,115 @@ pub async fn get_as(
         len: body.to_bytes().len(),
     }
 }
+
+/// The index file and a download of the private crate that [`app_with_private`] publishes.
+pub const PRIVATE_INDEX: &str = "/internal/index/pr/iv/private-hot";
+pub const PRIVATE_CRATE: &str = "/internal/api/v1/crates/private-hot/1.0.0/download";
+
+/// cratedock's router with the private registry `internal` (open for reading) beside the
+/// mirror, holding `private-hot` in 300 versions of ~99 KB each (an index file of ~60 KB).
+pub async fn app_with_private(upstream: &str, dir: &Path) -> axum::Router {
+    use cratedock::auth::admin::{Context, NewGrant, NewToken, NewUser};
+    let toml = format!(
+        "[storage]\ndata_dir = \"{}\"\n\
+         [registries.crates-io]\nkind = \"mirror\"\nupstream = \"{upstream}\"\n\
+         [registries.internal]\nkind = \"private\"\nauth_required = false\n",
+        dir.display()
+    );
+    let config = cratedock::config::Config::merge(
+        "bench",
+        &toml,
+        &[],
+        &cratedock::config::CliOverrides::default(),
+    )
+    .expect("bench config");
+    let app = cratedock::app::App::with_stores(
+        config,
+        Arc::new(cratedock::store::MemoryBook::default()),
+        Arc::new(cratedock::store::MemoryAccounts::default()),
+    )
+    .expect("app");
+    let ctx = Context::system();
+    let user = NewUser {
+        login: "dev".into(),
+        name: String::new(),
+        email: String::new(),
+        admin: false,
+    };
+    app.auth.create_user(&ctx, user).await.expect("a user");
+    let grant: NewGrant =
+        serde_json::from_str(r#"{"user":"dev","permission":"publish","registry":"internal"}"#)
+            .expect("a grant");
+    app.auth.add_grant(&ctx, grant).await.expect("a grant");
+    let token = NewToken {
+        user: "dev".into(),
+        name: None,
+        read_only: false,
+        scopes: None,
+        expires_in: None,
+    };
+    let (_, token) = app.auth.create_token(&ctx, token).await.expect("a token");
+    let router = cratedock::http::router(app);
+    for i in 0..300 {
+        let version = if i == 0 {
+            "1.0.0".to_owned()
+        } else {
+            format!("1.0.{i}")
+        };
+        let body = publish_body("private-hot", &version, 99_000);
+        let req = http::Request::put("/internal/api/v1/crates/new")
+            .header("authorization", token.expose())
+            .body(Body::from(body))
+            .expect("a valid request");
+        let resp = router
+            .clone()
+            .oneshot(req)
+            .await
+            .expect("the router answers");
+        assert_eq!(resp.status(), 200, "publishing {version}");
+    }
+    router
+}
+
+/// The body `cargo publish` sends for a crate with a library of `padding` pseudo-random bytes.
+fn publish_body(name: &str, version: &str, padding: usize) -> Vec<u8> {
+    use std::io::Write;
+    let manifest = format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\nedition = \"2021\"\nlicense = \"MIT\"\n"
+    );
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let lib: String = (0..padding)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect();
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (path, data) in [
+        ("Cargo.toml", manifest.as_bytes()),
+        ("src/lib.rs", lib.as_bytes()),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{name}-{version}/{path}"), data)
+            .expect("a tar entry");
+    }
+    let tarball = tar
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .expect("a tarball");
+    let json = format!(r#"{{"name":"{name}","vers":"{version}"}}"#);
+    let mut body = Vec::new();
+    body.write_all(&(json.len() as u32).to_le_bytes())
+        .expect("memory");
+    body.write_all(json.as_bytes()).expect("memory");
+    body.write_all(&(tarball.len() as u32).to_le_bytes())
+        .expect("memory");
+    body.write_all(&tarball).expect("memory");
+    body
+}

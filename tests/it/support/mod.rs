@@ -2,6 +2,7 @@
 //! `cargo` with its own `CARGO_HOME` per project.
 
 pub mod pki;
+pub mod publish;
 pub mod registry;
 pub mod upstream;
 
@@ -531,5 +532,82 @@ impl CargoProject {
 
     pub fn lockfile(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("app/Cargo.lock")).unwrap_or_default()
+    }
+}
+
+/// The name of the test's private registry, in cratedock's configuration and in the cargo
+/// configuration of [`CargoProject::with_private`].
+pub const PRIVATE: &str = "internal";
+
+/// A configuration with the test's `crates-io` mirror of `upstream` standing for crates.io (no
+/// names reserved) and a private registry [`PRIVATE`] with the extra TOML lines `private`.
+pub fn private_config(upstream: &str, private: &str) -> String {
+    format!(
+        "{}\n[registries.{PRIVATE}]\nkind = \"private\"\n{private}\n",
+        mirror_config(upstream, "crates_io = true\nreserved_names = []")
+    )
+}
+
+impl Cratedock {
+    /// The sparse index URL of cratedock's registry `registry` (without `sparse+`).
+    pub fn registry_index_url(&self, registry: &str) -> String {
+        self.url(&format!("/{registry}/index/"))
+    }
+}
+
+impl CargoProject {
+    /// A project with no manifest yet (the test writes it with [`CargoProject::write`]) whose
+    /// crates.io is cratedock's mirror, declared as the registry [`MIRROR`], and which knows
+    /// cratedock's private registry as [`PRIVATE`]; tokens come from the `cargo:token` provider.
+    pub fn with_private(cd: &Cratedock) -> Self {
+        let me = Self::new(&cd.index_url(), &[]);
+        let app = me.root();
+        std::fs::remove_file(app.join("Cargo.toml")).unwrap();
+        std::fs::remove_dir_all(app.join("src")).unwrap();
+        std::fs::write(
+            me.dir.path().join("home/config.toml"),
+            format!(
+                "[source.crates-io]\nreplace-with = \"{MIRROR}\"\n\n[registries.{MIRROR}]\nindex = \"sparse+{}\"\n\n[registries.{PRIVATE}]\nindex = \"sparse+{}\"\n\n[registry]\nglobal-credential-providers = [\"cargo:token\"]\n\n[net]\nretry = 0\n",
+                cd.index_url(),
+                cd.registry_index_url(PRIVATE)
+            ),
+        )
+        .unwrap();
+        me
+    }
+
+    /// The project folder (where cargo runs).
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("app")
+    }
+
+    /// Writes `contents` to `path` in the project folder, making the folders it needs.
+    pub fn write(&self, path: &str, contents: &str) {
+        let path = self.root().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    /// Runs cargo with `token`, if any, as the private registry's token in the environment
+    /// (and no other registry token from the environment).
+    pub fn cargo_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut command = self.command(args);
+        command
+            .env_remove("CARGO_REGISTRIES_MIRROR_TOKEN")
+            .env_remove("CARGO_REGISTRIES_INTERNAL_TOKEN")
+            .env_remove("CARGO_REGISTRY_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(t) = token {
+            command.env("CARGO_REGISTRIES_INTERNAL_TOKEN", t);
+        }
+        command.output().unwrap()
+    }
+
+    /// Removes the project's target folder (built artifacts and packaged crates).
+    pub fn remove_target(&self) {
+        let target = self.dir.path().join("target");
+        if target.exists() {
+            std::fs::remove_dir_all(target).unwrap();
+        }
     }
 }
