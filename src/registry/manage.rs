@@ -350,6 +350,13 @@ impl Private {
             self.store_index(&lower, body).await?;
         }
         self.blobs.delete(&self.crate_key(name, version)).await?;
+        if known.deleted_ms.is_some() && !in_index {
+            // Deleted before; the steps above only finished what a crash may have left.
+            return Err(RegistryError::not_found(format!(
+                "`{}@{version}` was already deleted",
+                record.name
+            )));
+        }
         if known.deleted_ms.is_none() {
             self.stored_bytes.fetch_sub(
                 known.size.min(self.stored_bytes()),

@@ -14,6 +14,7 @@ mod layers;
 mod mirror;
 mod operations;
 mod private;
+mod private_admin;
 mod private_owners;
 mod publish_checks;
 mod publish_crash;

@@ -1,0 +1,164 @@
+//! An admin's tools for private registries: `cratedock admin import` of existing `.crate` files
+//! through the publish checks, and `cratedock admin crate delete` of one version.
+
+use crate::support::publish::*;
+use crate::support::{Cratedock, FakeUpstream};
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+// Multi-threaded: the import runs as a blocking child process while the fake upstream (on this
+// runtime) answers the dependency-confusion checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_publishes_crate_files_and_folders_through_the_checks_and_skips_what_is_there() {
+    crate::support::init();
+    let upstream = FakeUpstream::start().await;
+    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("old-registry/ab");
+    std::fs::create_dir_all(&nested).unwrap();
+    for (name, vers) in [("mig-a", "1.0.0"), ("mig-a", "1.1.0"), ("mig-b", "0.3.0")] {
+        let file = nested.join(format!("{name}-{vers}.crate"));
+        std::fs::write(file, good_crate(name, vers)).unwrap();
+    }
+    let single = dir.path().join("mig-c-2.0.0.crate");
+    std::fs::write(&single, good_crate("mig-c", "2.0.0")).unwrap();
+    let folder = dir.path().join("old-registry");
+    let (folder, single) = (folder.to_str().unwrap(), single.to_str().unwrap());
+
+    let out = cd.admin(&["import", folder, single, "--registry", "internal"]);
+    let said = text(&out);
+    assert!(
+        said.contains("4 imported, 0 already present, 0 failed"),
+        "{said}"
+    );
+    assert_eq!(
+        check_registry_files(&cd.data_dir, "internal").len(),
+        4,
+        "every version is in the index with its file"
+    );
+
+    // Again, with one refused file among them: the rest are skipped, the refusal is named and
+    // the command fails.
+    let bad = dir.path().join("bad-1.0.0.crate");
+    std::fs::write(&bad, b"not a tarball").unwrap();
+    let out = cd.admin_command(
+        &cd.admin_token_file(),
+        &[
+            "import",
+            folder,
+            bad.to_str().unwrap(),
+            "--registry",
+            "internal",
+        ],
+    );
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("0 imported, 3 already present, 1 failed"),
+        "{said}"
+    );
+    assert!(
+        said.contains("bad-1.0.0.crate") && said.contains("gzip"),
+        "{said}"
+    );
+
+    // The importing admin owns what it imported.
+    let owners = cd.get("/internal/api/v1/crates/mig-a/owners").await;
+    let status = owners.status();
+    let body = owners.text().await.unwrap();
+    // `internal` needs a token to read; the owner list is behind it too.
+    assert_eq!(status, 401, "{body}");
+    let r = cd
+        .admin_api(
+            reqwest::Method::GET,
+            "/internal/api/v1/crates/mig-a/owners",
+            None,
+        )
+        .await;
+    let body = r.text().await.unwrap();
+    assert!(body.contains("\"login\":\"admin\""), "{body}");
+}
+
+#[tokio::test]
+async fn an_admin_deletes_a_version_whose_number_is_never_accepted_again() {
+    crate::support::init();
+    let upstream = FakeUpstream::start().await;
+    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let alice = user_with(&cd, "alice", "internal", &["publish"]);
+    for vers in ["1.0.0", "1.0.1"] {
+        let a = publish(&cd, "internal", Some(&alice), body("takedown", vers)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let file = crate_path(&cd.data_dir, "internal", "takedown", "1.0.1");
+    assert!(file.exists());
+
+    // Not an admin: refused, nothing changes.
+    let r = crate::support::http_client()
+        .delete(cd.url("/-/admin/registries/internal/crates/takedown/1.0.1"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(file.exists());
+
+    let out = cd.admin(&[
+        "crate",
+        "delete",
+        "takedown",
+        "1.0.1",
+        "--registry",
+        "internal",
+    ]);
+    assert!(
+        text(&out).contains("deleted takedown@1.0.1"),
+        "{}",
+        text(&out)
+    );
+    assert!(!file.exists(), "the file is gone");
+    let lines = parse_index(
+        &index_file(&cd.data_dir, "internal", "takedown").unwrap(),
+        "takedown",
+    );
+    let versions: Vec<&str> = lines.iter().map(|l| l["vers"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["1.0.0"]);
+    let r = cd
+        .admin_api(
+            reqwest::Method::GET,
+            "/internal/api/v1/crates/takedown/1.0.1/download",
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+
+    // The number stays taken, with or without build metadata.
+    for vers in ["1.0.1", "1.0.1+again"] {
+        let a = publish(&cd, "internal", Some(&alice), body("takedown", vers)).await;
+        assert_eq!(a.status, 409, "{}", a.body);
+        assert!(a.detail().contains("deleted"), "{}", a.body);
+    }
+    // Deleting it again is a 404; the delete is in the audit log once.
+    let again = cd.admin_command(
+        &cd.admin_token_file(),
+        &[
+            "crate",
+            "delete",
+            "takedown",
+            "1.0.1",
+            "--registry",
+            "internal",
+        ],
+    );
+    assert!(!again.status.success());
+    let out = cd.admin(&["audit", "--action", "crate.delete", "--json"]);
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entries = entries.as_array().expect("a list");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["target"], "takedown@1.0.1");
+}
