@@ -83,9 +83,14 @@ fn new_app(
          index_ttl_ms = 3600000\nauth_required = {auth}\n",
         dir.display()
     );
+    app_of(&toml)
+}
+
+/// The app of a configuration, over in-memory metadata stores.
+fn app_of(toml: &str) -> Arc<cratedock::app::App> {
     let config = cratedock::config::Config::merge(
         "bench",
-        &toml,
+        toml,
         &[],
         &cratedock::config::CliOverrides::default(),
     )
@@ -157,19 +162,7 @@ pub async fn app_with_private(upstream: &str, dir: &Path) -> axum::Router {
          [registries.internal]\nkind = \"private\"\nauth_required = false\n",
         dir.display()
     );
-    let config = cratedock::config::Config::merge(
-        "bench",
-        &toml,
-        &[],
-        &cratedock::config::CliOverrides::default(),
-    )
-    .expect("bench config");
-    let app = cratedock::app::App::with_stores(
-        config,
-        Arc::new(cratedock::store::MemoryBook::default()),
-        Arc::new(cratedock::store::MemoryAccounts::default()),
-    )
-    .expect("app");
+    let app = app_of(&toml);
     let ctx = Context::system();
     let user = NewUser {
         login: "dev".into(),

@@ -36,6 +36,14 @@ fn read_token(flag: Option<&Path>) -> anyhow::Result<PlainToken> {
         .with_context(|| format!("{from} does not hold a cratedock token (`cratedock_...`)"))
 }
 
+/// What a refusal says: cargo's `errors[0].detail`, else the start of the body.
+fn detail_of(value: &Value, bytes: &[u8]) -> String {
+    value["errors"][0]["detail"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect())
+}
+
 impl Client {
     pub(super) fn new(
         url: &str,
@@ -92,10 +100,7 @@ impl Client {
         let bytes = resp.bytes().await?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
-            let detail = value["errors"][0]["detail"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            let detail = detail_of(&value, &bytes);
             anyhow::bail!("{method} {path}: {status}: {detail}");
         }
         Ok(value)
@@ -125,11 +130,7 @@ impl Client {
         if status.is_success() {
             return Ok(Ok(value));
         }
-        let detail = value["errors"][0]["detail"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-        Ok(Err((status.as_u16(), detail)))
+        Ok(Err((status.as_u16(), detail_of(&value, &bytes))))
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {

@@ -87,7 +87,10 @@ pub(super) async fn import(
             .with_context(|| format!("cannot read {}", file.display()))
             .and_then(|bytes| frame(&bytes))
         {
-            Ok(body) => c.publish(registry, body).await?,
+            Ok(body) => c
+                .publish(registry, body)
+                .await
+                .unwrap_or_else(|e| Err((0, format!("{e:#}")))),
             Err(e) => Err((0, format!("{e:#}"))),
         };
         match outcome {

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::auth::admin::{
     AdminError, MAX_AUDIT_PAGE, NewGrant, NewTeam, NewToken, NewUser, TokenView, parse_duration,
 };
+use crate::names::shown;
 use crate::store::{AuditQuery, Subject, UserChange, now_ms};
 
 /// Admin request bodies are small; anything larger is refused before it is read whole.
@@ -47,7 +48,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(de)
             .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid JSON body: {}", shown(&e.to_string())))
+            })
     }
 }
 

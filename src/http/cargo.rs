@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::ApiError;
@@ -119,37 +120,27 @@ pub(super) async fn index_file(
 
 /// A private index file: always revalidated (`no-cache`), with its strong ETag.
 fn private_index_response(app: &App, doc: &IndexDoc, headers: &HeaderMap) -> Response {
-    let etag = HeaderValue::from_maybe_shared(doc.etag.clone()).ok();
-    if let Some(etag) = &etag
-        && if_none_match(headers, etag)
-    {
-        let mut resp = StatusCode::NOT_MODIFIED.into_response();
-        let h = resp.headers_mut();
-        h.insert(header::ETAG, etag.clone());
-        h.insert(header::CACHE_CONTROL, NO_CACHE);
-        return resp;
-    }
-    app.metrics
-        .bytes_served
-        .with_label_values(&["index"])
-        .inc_by(doc.body.len() as u64);
-    let mut resp = Response::new(Body::from(doc.body.clone()));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
-    if let Some(etag) = etag {
-        h.insert(header::ETAG, etag);
-    }
-    h.insert(header::CACHE_CONTROL, NO_CACHE);
-    resp
+    index_body_response(app, &doc.body, &doc.etag, NO_CACHE, headers)
 }
 
 fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
     let max_age = entry.meta.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
     let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .expect("digits are a valid header value");
+    index_body_response(app, &entry.body, &entry.meta.etag, cache_control, headers)
+}
+
+/// An index body, or `304` when the client holds it.
+fn index_body_response(
+    app: &App,
+    body: &Bytes,
+    etag: &Bytes,
+    cache_control: HeaderValue,
+    headers: &HeaderMap,
+) -> Response {
     // cratedock's ETag is hex digits in quotes (shared, not copied); a record that holds
     // anything else goes out without one.
-    let etag = HeaderValue::from_maybe_shared(entry.meta.etag.clone()).ok();
+    let etag = HeaderValue::from_maybe_shared(etag.clone()).ok();
     if let Some(etag) = &etag
         && if_none_match(headers, etag)
     {
@@ -162,8 +153,8 @@ fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Respons
     app.metrics
         .bytes_served
         .with_label_values(&["index"])
-        .inc_by(entry.body.len() as u64);
-    let mut resp = Response::new(Body::from(entry.body.clone()));
+        .inc_by(body.len() as u64);
+    let mut resp = Response::new(Body::from(body.clone()));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
     if let Some(etag) = etag {

@@ -37,7 +37,9 @@ pub(super) async fn publish(
         req.extensions().get::<ConnInfo>(),
     )
     .ok();
-    let upload = private.receive(req.into_body().into_data_stream()).await?;
+    let upload = private
+        .receive(&acting.caller, req.into_body().into_data_stream())
+        .await?;
     let published = private
         .publish(&acting.caller, upload, base.as_deref())
         .await?;

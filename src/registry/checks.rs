@@ -167,8 +167,12 @@ pub(crate) fn url_key(url: &str) -> String {
 pub(crate) struct Sources<'a> {
     /// This registry's name.
     pub(crate) registry: &'a str,
-    /// Base URLs cratedock is reached at (the request's, the configured public one).
-    pub(crate) bases: Vec<String>,
+    /// The configured public base URL: the only one another registry of this cratedock is
+    /// recognised by, since its URL is copied into index lines for every consumer.
+    pub(crate) public: Option<&'a str>,
+    /// The base URL of the request (from its Host header): trusted only to recognise this
+    /// registry itself, which index lines record as no URL at all.
+    pub(crate) request: Option<&'a str>,
     /// Every registry of this cratedock.
     pub(crate) registries: Vec<&'a str>,
 }
@@ -183,18 +187,18 @@ impl Sources<'_> {
         if key == url_key(CRATES_IO_INDEX) || key == "https://index.crates.io" {
             return Source::CratesIo;
         }
-        for base in &self.bases {
-            for r in &self.registries {
-                if key == url_key(&format!("{base}/{r}/index")) {
-                    return if *r == self.registry {
-                        Source::Same
-                    } else {
-                        Source::Local {
-                            registry: (*r).to_owned(),
-                            url: url.clone(),
-                        }
-                    };
-                }
+        let at = |base: Option<&str>, r: &str| {
+            base.is_some_and(|b| key == url_key(&format!("{b}/{r}/index")))
+        };
+        if at(self.public, self.registry) || at(self.request, self.registry) {
+            return Source::Same;
+        }
+        for r in &self.registries {
+            if *r != self.registry && at(self.public, r) {
+                return Source::Local {
+                    registry: (*r).to_owned(),
+                    url: url.clone(),
+                };
             }
         }
         Source::External(url.clone())
@@ -260,7 +264,8 @@ mod tests {
     fn dependency_sources_are_told_apart() {
         let sources = Sources {
             registry: "internal",
-            bases: vec!["http://127.0.0.1:8080".into()],
+            public: Some("https://cd.example"),
+            request: Some("http://127.0.0.1:8080"),
             registries: vec!["internal", "crates-io", "other"],
         };
         let dep = |url: Option<&str>| ManifestDep {
@@ -278,8 +283,13 @@ mod tests {
         let same = dep(Some("sparse+http://127.0.0.1:8080/internal/index/"));
         assert_eq!(sources.of(&same), Source::Same);
         assert_eq!(sources.of(&same).index_value(), None);
-        let other = sources.of(&dep(Some("sparse+http://127.0.0.1:8080/other/index/")));
+        let public_same = dep(Some("sparse+https://cd.example/internal/index/"));
+        assert_eq!(sources.of(&public_same), Source::Same);
+        let other = sources.of(&dep(Some("sparse+https://cd.example/other/index/")));
         assert!(matches!(other, Source::Local { ref registry, .. } if registry == "other"));
+        // The Host header of a request names no other registry: its URL would be copied.
+        let by_host = sources.of(&dep(Some("sparse+http://127.0.0.1:8080/other/index/")));
+        assert!(matches!(by_host, Source::External(_)));
         let far = sources.of(&dep(Some("sparse+https://x.example/index/")));
         assert_eq!(
             far.index_value().as_deref(),

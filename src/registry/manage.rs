@@ -24,8 +24,23 @@ pub(crate) struct OwnerView {
     pub(crate) id: u32,
     pub(crate) login: String,
     pub(crate) name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) email: Option<String>,
+}
+
+/// The crate's name as first published (its index file and `.crate` files are under it).
+fn published_name(record: &PackageRecord) -> Result<CrateName, RegistryError> {
+    CrateName::new(&record.name).map_err(|e| {
+        RegistryError::from(crate::store::StoreError::Meta(format!(
+            "unreadable crate record: {e}"
+        )))
+    })
+}
+
+/// The owner a login names, whether or not the user or team still exists.
+fn owner_spelled(login: &str) -> Owner {
+    match login.strip_prefix("team:") {
+        Some(team) => Owner::Team(team.to_owned()),
+        None => Owner::User(login.to_owned()),
+    }
 }
 
 /// Most logins one owners request may name (as crates.io).
@@ -130,6 +145,8 @@ impl Private {
         let _held = self.lock(name).lock().await;
         let record = self.record(name).await?;
         self.check_owner(caller, &record, name, now).await?;
+        // The published spelling: `foo-bar` names the crate `foo_bar` too.
+        let name = &published_name(&record)?;
         let lower = name.lower();
         let missing = || {
             RegistryError::not_found(format!(
@@ -172,21 +189,20 @@ impl Private {
         let mut out = Vec::new();
         for owner in &record.owners {
             let login = owner.login();
-            let (name, email) = match owner {
-                Owner::User(u) => match self.meta.user(u).await? {
-                    Some(user) => (
-                        (!user.name.is_empty()).then_some(user.name),
-                        (!user.email.is_empty()).then_some(user.email),
-                    ),
-                    None => (None, None),
-                },
-                Owner::Team(t) => (Some(format!("team {t}")), None),
+            // No e-mail: the list is open to every reader of the registry.
+            let name = match owner {
+                Owner::User(u) => self
+                    .meta
+                    .user(u)
+                    .await?
+                    .map(|user| user.name)
+                    .filter(|n| !n.is_empty()),
+                Owner::Team(t) => Some(format!("team {t}")),
             };
             out.push(OwnerView {
                 id: id_of(&login),
                 login,
                 name,
-                email,
             });
         }
         Ok(out)
@@ -207,13 +223,17 @@ impl Private {
             ));
         }
         let now = self.check_permission(caller, Permission::Publish, name)?;
-        let mut owners = Vec::with_capacity(logins.len());
-        for login in logins {
-            owners.push(self.owner_named(login).await?);
-        }
         let _held = self.lock(name).lock().await;
         let record = self.record(name).await?;
         self.check_owner(caller, &record, name, now).await?;
+        let mut owners = Vec::with_capacity(logins.len());
+        for login in logins {
+            owners.push(match change {
+                OwnersChange::Add => self.owner_named(login).await?,
+                // A departed (disabled or removed) user can still be taken off.
+                OwnersChange::Remove => owner_spelled(login),
+            });
+        }
         let (action, change) = match change {
             OwnersChange::Add => ("owner.add", PackageChange::AddOwners(owners.clone())),
             OwnersChange::Remove => {
@@ -303,6 +323,7 @@ impl Private {
     ) -> Result<(), RegistryError> {
         let _held = self.lock(name).lock().await;
         let record = self.record(name).await?;
+        let name = &published_name(&record)?;
         let lower = name.lower();
         let doc = self.load(&lower).await?;
         let in_index = doc

@@ -40,12 +40,28 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Private {
-    /// Reads a publish body within this registry's limits (a refusal is counted).
-    pub(crate) async fn receive<S, E>(&self, body: S) -> Result<Upload, RegistryError>
+    /// Reads a publish body within this registry's limits (a refusal is counted). A caller
+    /// who may publish nothing here is refused before the body is read.
+    pub(crate) async fn receive<S, E>(
+        &self,
+        caller: &Caller,
+        body: S,
+    ) -> Result<Upload, RegistryError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let registry = self.name.as_str();
+        if !caller
+            .identity
+            .allows(Permission::Publish, registry, None, now_ms())
+        {
+            let denial = Denial::lacks(Permission::Publish, registry, None);
+            let detail = format!("{} (it may publish nothing here)", denial.detail());
+            let refused = RegistryError::forbidden("permission", detail);
+            self.count(Err(&refused));
+            return Err(refused);
+        }
         let upload = super::read_upload(body, self.cfg.max_upload_bytes).await;
         if let Err(e) = &upload {
             self.count(Err(e));
@@ -100,8 +116,13 @@ impl Private {
         let cksum = hex(&Sha256::digest(&upload.tarball));
         let size = upload.tarball.len() as u64;
 
-        let _held = self.lock(&name).lock().await;
         let canonical = name.canonical();
+        // A new name is checked against the mirrors' upstreams before the crate's lock is
+        // taken: that check may wait on an upstream, and others share the lock.
+        if self.meta.package(registry, &canonical).await?.is_none() {
+            self.guard(&name).await?;
+        }
+        let _held = self.lock(&name).lock().await;
         let lower = name.lower();
         let doc = self.load(&lower).await?;
         let indexed: Vec<IndexLine> = doc
@@ -159,6 +180,8 @@ impl Private {
                         .unwrap_or(now);
                     self.record_version(caller, &manifest, &canonical, &cksum, size, published)
                         .await?;
+                    self.stored_bytes
+                        .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                     return Ok(Published::default());
                 }
             }
@@ -167,15 +190,15 @@ impl Private {
                 if let Some(v) = checks::taken(&semver, known) {
                     return Err(duplicate(&meta.name, v));
                 }
-                self.guard(&name).await?;
                 self.claim(caller, &name, &canonical, now).await?;
             }
         }
 
-        // The file first: an index line never names a file that is not there.
-        self.blobs
-            .put(&self.crate_key(&name, &version), upload.tarball.clone())
-            .await?;
+        // The file first: an index line never names a file that is not there. (Deleted
+        // first: a publish that failed after storing it may have left other bytes in memory.)
+        let key = self.crate_key(&name, &version);
+        self.blobs.delete(&key).await?;
+        self.blobs.put(&key, upload.tarball.clone()).await?;
         let line = IndexLine::new(&manifest, deps, cksum.clone(), rfc3339(now));
         let mut body = doc.map(|d| d.body.to_vec()).unwrap_or_default();
         if !body.is_empty() && !body.ends_with(b"\n") {
@@ -285,11 +308,10 @@ impl Private {
         m: &Manifest,
         base: Option<&str>,
     ) -> Result<Vec<IndexDep>, RegistryError> {
-        let mut bases: Vec<String> = base.into_iter().map(str::to_owned).collect();
-        bases.extend(self.public_url.iter().cloned());
         let sources = Sources {
             registry: self.name.as_str(),
-            bases,
+            public: self.public_url.as_deref(),
+            request: base,
             registries: self.registries.iter().map(String::as_str).collect(),
         };
         let mut out = Vec::with_capacity(m.deps.len());
@@ -389,7 +411,11 @@ impl Private {
             &owner.login(),
         );
         audit.krate = Some(name.to_string());
-        if !self.meta.create_package(canonical, &record, &audit).await? {
+        let created = self.meta.create_package(canonical, &record, &audit).await?;
+        // Durable before the index line: a line without its crate's record (and owner) must
+        // never survive a crash.
+        self.meta.flush().await?;
+        if !created {
             return Err(RegistryError::conflict(
                 "name",
                 format!("crate `{name}` was just created by another publish; try again"),

@@ -178,7 +178,7 @@ async fn a_read_only_token_builds_but_cannot_publish_and_an_expired_token_is_ref
     write_library(&p, "acme-lib", "0.2.0");
     assert_refused(
         &publish(&p, &reader),
-        "the token lacks `publish` on `internal/acme-lib`",
+        "the token lacks `publish` on `internal` (it may publish nothing here)",
     );
     // No token at all: cargo says how to give one.
     let anonymous = consumer(&cd, &dep, main);

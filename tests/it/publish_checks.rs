@@ -371,7 +371,7 @@ fn cases() -> Vec<Case> {
             who: Who::Bob,
             send: Send::Body(body(n, v)),
             status: 403,
-            says: "the token lacks `publish` on `internal/fresh`".into(),
+            says: "the token lacks `publish` on `internal` (it may publish nothing here)".into(),
         },
         Case {
             what: "no token",
