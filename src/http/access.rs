@@ -50,6 +50,8 @@ impl Need for ApiRead {
 /// On a registry without `auth_required`, reads are open.
 pub(super) struct Access<N: Need> {
     _need: PhantomData<N>,
+    /// Who asked, on a registry that requires auth.
+    pub(super) identity: Option<Arc<Identity>>,
 }
 
 /// The base URL the client reached cratedock at: the configured public URL, or the scheme of
@@ -143,7 +145,10 @@ impl<N: Need> FromRequestParts<Arc<App>> for Access<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let open = Self { _need: PhantomData };
+        let open = Self {
+            _need: PhantomData,
+            identity: None,
+        };
         let params = RawPathParams::from_request_parts(parts, app)
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -180,7 +185,10 @@ impl<N: Need> FromRequestParts<Arc<App>> for Access<N> {
             }
         }
         app.auth.count(Ok(()));
-        Ok(Self { _need: PhantomData })
+        Ok(Self {
+            _need: PhantomData,
+            identity: Some(identity),
+        })
     }
 }
 

@@ -156,7 +156,7 @@ pub(super) struct SearchParams {
 
 /// `GET /{registry}/api/v1/crates?q=&per_page=`.
 pub(super) async fn search(
-    _: Access<ApiRead>,
+    access: Access<ApiRead>,
     State(app): State<Arc<App>>,
     Path(registry): Path<String>,
     Query(params): Query<SearchParams>,
@@ -174,7 +174,9 @@ pub(super) async fn search(
     if q.len() > 200 {
         return Err(ApiError::bad_request("the query is longer than 200 bytes"));
     }
-    let found = private.search(&q, per_page).await?;
+    let found = private
+        .search(&q, per_page, access.identity.as_deref())
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "crates": found.hits, "meta": { "total": found.total } }),

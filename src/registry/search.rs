@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::line::{IndexLine, lines};
 use super::{Private, RegistryError};
+use crate::auth::Identity;
 use crate::names::CrateName;
+use crate::store::Permission;
 
 /// One crate found.
 #[derive(Debug, Serialize)]
@@ -54,12 +56,24 @@ fn rank(query: &str, name: &str, description: Option<&str>, keywords: &[String])
 }
 
 impl Private {
-    /// Crates matching `query`, at most `limit` of them.
+    /// Crates matching `query`, at most `limit` of them; with `reader`, only crates it may
+    /// read (a reader limited to some crates learns nothing of the others).
     pub(crate) async fn search(
         &self,
         query: &str,
         limit: usize,
+        reader: Option<&Identity>,
     ) -> Result<SearchResult, RegistryError> {
+        let now = crate::store::now_ms();
+        let registry = self.name.as_str();
+        let everything =
+            reader.is_none_or(|id| id.allows_every_crate(Permission::Read, registry, now));
+        let readable = |name: &str| {
+            everything
+                || CrateName::new(name).is_ok_and(|n| {
+                    reader.is_some_and(|id| id.allows(Permission::Read, registry, Some(&n), now))
+                })
+        };
         let query = fold(query.trim());
         let mut found: Vec<(u8, String, Option<String>)> = self
             .meta
@@ -67,6 +81,7 @@ impl Private {
             .await?
             .into_iter()
             .filter(|r| r.versions.values().any(|v| v.deleted_ms.is_none()))
+            .filter(|r| readable(&r.name))
             .filter_map(|r| {
                 rank(&query, &r.name, r.description.as_deref(), &r.keywords)
                     .map(|rank| (rank, r.name, r.description))

@@ -162,3 +162,46 @@ async fn an_admin_deletes_a_version_whose_number_is_never_accepted_again() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["target"], "takedown@1.0.1");
 }
+
+#[tokio::test]
+async fn search_shows_a_reader_only_the_crates_it_may_read() {
+    crate::support::init();
+    let upstream = FakeUpstream::start().await;
+    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let alice = user_with(&cd, "alice", "internal", &["publish"]);
+    for name in ["team-a-core", "team-b-core"] {
+        let a = publish(&cd, "internal", Some(&alice), body(name, "1.0.0")).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    cd.admin(&["user", "add", "narrow"]);
+    cd.admin(&[
+        "grant",
+        "--user",
+        "narrow",
+        "--permission",
+        "read",
+        "--registry",
+        "internal",
+        "--crates",
+        "team-a-*",
+    ]);
+    let narrow = text(&cd.admin(&["token", "create", "--user", "narrow"]));
+    let search = |token: String| {
+        let url = cd.url("/internal/api/v1/crates?q=core&per_page=10");
+        async move {
+            let r = crate::support::http_client()
+                .get(url)
+                .header("authorization", token.trim())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let all = search(alice.clone()).await;
+    assert_eq!(all["meta"]["total"], 2, "{all}");
+    let some = search(narrow).await;
+    assert_eq!(some["meta"]["total"], 1, "{some}");
+    assert_eq!(some["crates"][0]["name"], "team-a-core", "{some}");
+}
