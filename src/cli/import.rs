@@ -2,7 +2,8 @@
 //! published through the same API and checks as `cargo publish`.
 //!
 //! The rule this module keeps: one file's failure never stops the others; a version already
-//! there counts as skipped, not failed; the command fails when any file failed.
+//! there with the same bytes counts as skipped, not failed (with other bytes, as failed); the
+//! command fails when any file failed.
 
 use std::path::{Path, PathBuf};
 
@@ -95,7 +96,9 @@ pub(super) async fn import(
         };
         match outcome {
             Ok(_) => imported += 1,
-            Err((409, detail)) if detail.contains("already uploaded") => skipped += 1,
+            // Skipped only when the registry holds this very file; another file under the same
+            // version is a conflict to look at.
+            Err((409, detail)) if detail.contains("(the same file as this one)") => skipped += 1,
             Err((_, detail)) => failures.push(format!("{}: {detail}", file.display())),
         }
         bar.inc(1);

@@ -107,6 +107,9 @@ pub(in crate::config) mod d {
     pub(in crate::config) fn yes() -> bool {
         true
     }
+    pub(in crate::config) fn max_concurrent_publishes() -> u32 {
+        4
+    }
     pub(in crate::config) fn max_upload_bytes() -> u64 {
         512 * 1024 * 1024
     }
@@ -156,6 +159,9 @@ pub struct PrivateConfig {
     /// Largest total size of the files inside a `.crate`.
     #[serde(default = "d::max_upload_bytes")]
     pub max_unpacked_bytes: u64,
+    /// Publishes received and checked at once; more wait (each holds its upload in memory).
+    #[serde(default = "d::max_concurrent_publishes")]
+    pub max_concurrent_publishes: u32,
     /// Registries the crates here may depend on besides this one: names of registries of this
     /// cratedock (a mirror stands for its upstream) or index URLs of other registries.
     /// Absent: every mirror of the configuration.
@@ -172,6 +178,7 @@ impl Default for PrivateConfig {
             auth_required: true,
             max_upload_bytes: d::max_upload_bytes(),
             max_unpacked_bytes: d::max_upload_bytes(),
+            max_concurrent_publishes: d::max_concurrent_publishes(),
             dependency_registries: None,
             allow_upstream_names: Vec::new(),
         }

@@ -125,6 +125,11 @@ impl Config {
                 u32::MAX
             ));
         }
+        if p.max_concurrent_publishes == 0 || p.max_concurrent_publishes > 1024 {
+            return invalid(format!(
+                "registries.{name}.max_concurrent_publishes must be between 1 and 1024"
+            ));
+        }
         if p.max_unpacked_bytes == 0 {
             return invalid(format!(
                 "registries.{name}.max_unpacked_bytes must be positive"

@@ -21,6 +21,8 @@ const RESERVE_AT_MOST: usize = 16 * 1024 * 1024;
 pub(crate) struct Upload {
     pub(crate) json: Bytes,
     pub(crate) tarball: Bytes,
+    /// The registry's leave to hold an upload in memory, kept until the publish ends.
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Reads chunks from a body stream, keeping what has not been consumed yet.
@@ -133,7 +135,11 @@ where
             "the upload has bytes after the tarball; it is not a `cargo publish` body",
         ));
     }
-    Ok(Upload { json, tarball })
+    Ok(Upload {
+        json,
+        tarball,
+        permit: None,
+    })
 }
 
 #[cfg(test)]

@@ -165,12 +165,9 @@ impl Private {
         let Some(body) = changed else {
             return Ok(());
         };
-        self.store_index(&lower, body).await?;
+        // The audit entry first (durably): a yank is never in force without its record. If
+        // the index write then fails, a second record says so.
         let action = if yanked { "yank" } else { "unyank" };
-        self.metrics
-            .yanks
-            .with_label_values(&[self.name.as_str(), action])
-            .inc();
         let mut audit = entry(
             &caller.ctx,
             &format!("crate.{action}"),
@@ -180,6 +177,17 @@ impl Private {
         audit.krate = Some(record.name.clone());
         self.meta.append_audit(&audit).await?;
         self.meta.flush().await?;
+        if let Err(e) = self.store_index(&lower, body).await {
+            audit.outcome = "failed: the index could not be written; nothing changed".into();
+            if let Err(again) = self.meta.append_audit(&audit).await {
+                tracing::error!(error = %again, "cannot record a failed {action}");
+            }
+            return Err(e.into());
+        }
+        self.metrics
+            .yanks
+            .with_label_values(&[self.name.as_str(), action])
+            .inc();
         Ok(())
     }
 

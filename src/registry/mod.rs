@@ -211,10 +211,15 @@ pub(crate) struct Private {
     cache: moka::sync::Cache<CrateName, Arc<IndexDoc>>,
     locks: Box<[tokio::sync::Mutex<()>]>,
     stored_bytes: AtomicU64,
+    /// Publishes being received and checked (each holds its upload in memory).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Private {
     pub(crate) fn new(p: PrivateParts) -> Self {
+        let uploads = Arc::new(tokio::sync::Semaphore::new(
+            p.cfg.max_concurrent_publishes as usize,
+        ));
         let cache = moka::sync::Cache::builder()
             .max_capacity(p.memory_bytes.max(1))
             .weigher(|_: &CrateName, d: &Arc<IndexDoc>| {
@@ -237,6 +242,7 @@ impl Private {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             stored_bytes: AtomicU64::new(0),
+            uploads,
         }
     }
 

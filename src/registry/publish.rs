@@ -62,11 +62,19 @@ impl Private {
             self.count(Err(&refused));
             return Err(refused);
         }
+        // Waiting here leaves the body unread: the client's upload waits with it.
+        let permit = self.uploads.clone().acquire_owned().await.ok();
         let upload = super::read_upload(body, self.cfg.max_upload_bytes).await;
-        if let Err(e) = &upload {
-            self.count(Err(e));
+        match upload {
+            Ok(mut upload) => {
+                upload.permit = permit;
+                Ok(upload)
+            }
+            Err(e) => {
+                self.count(Err(&e));
+                Err(e)
+            }
         }
-        upload
     }
 
     /// Publishes an upload. `base` is the URL the client reached cratedock at (to recognise
@@ -139,10 +147,16 @@ impl Private {
             } else {
                 ""
             };
+            // Tells a re-run of an import (or a retried upload) from a different file.
+            let same = if line.is_some_and(|l| l.cksum == cksum) {
+                " (the same file as this one)"
+            } else {
+                ""
+            };
             RegistryError::conflict(
                 "duplicate",
                 format!(
-                    "crate version `{name}@{v}` is already uploaded{why}: publish a new version number"
+                    "crate version `{name}@{v}` is already uploaded{same}{why}: publish a new version number"
                 ),
             )
         };

@@ -43,28 +43,32 @@ async fn import_publishes_crate_files_and_folders_through_the_checks_and_skips_w
         "every version is in the index with its file"
     );
 
-    // Again, with one refused file among them: the rest are skipped, the refusal is named and
-    // the command fails.
+    // Again, with one refused file and one other file under a taken version among them: the
+    // rest are skipped, the refusals are named and the command fails.
     let bad = dir.path().join("bad-1.0.0.crate");
     std::fs::write(&bad, b"not a tarball").unwrap();
+    let other = dir.path().join("other").join("mig-c-2.0.0.crate");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    let mut different = good_crate("mig-c", "2.0.0");
+    different.extend_from_slice(&[0; 8]);
+    std::fs::write(&other, different).unwrap();
+    let (bad, other) = (bad.to_str().unwrap(), other.to_str().unwrap());
     let out = cd.admin_command(
         &cd.admin_token_file(),
-        &[
-            "import",
-            folder,
-            bad.to_str().unwrap(),
-            "--registry",
-            "internal",
-        ],
+        &["import", folder, bad, other, "--registry", "internal"],
     );
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
     assert!(
-        said.contains("0 imported, 3 already present, 1 failed"),
+        said.contains("0 imported, 3 already present, 2 failed"),
         "{said}"
     );
     assert!(
         said.contains("bad-1.0.0.crate") && said.contains("gzip"),
+        "{said}"
+    );
+    assert!(
+        said.contains("other/mig-c-2.0.0.crate") && said.contains("already uploaded"),
         "{said}"
     );
 
