@@ -15,6 +15,7 @@ mod mirror;
 mod operations;
 mod private;
 mod private_admin;
+mod private_features;
 mod private_owners;
 mod publish_checks;
 mod publish_crash;
