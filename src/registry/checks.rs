@@ -132,6 +132,81 @@ pub(crate) fn licence(m: &Manifest) -> Result<(), RegistryError> {
     }
 }
 
+/// Most dependencies, features, and values of one feature a crate may have (crates.io's
+/// defaults): an index line stays a size cargo handles well.
+const MAX_DEPENDENCIES: usize = 500;
+const MAX_FEATURES: usize = 300;
+
+fn feature_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+}
+
+/// A feature value: `feat`, `dep/feat`, `dep:dep` or `dep?/feat`.
+fn feature_value_ok(value: &str) -> bool {
+    if let Some(dep) = value.strip_prefix("dep:") {
+        return CrateName::new(dep).is_ok();
+    }
+    match value.split_once('/') {
+        Some((dep, feat)) => {
+            let dep = dep.strip_suffix('?').unwrap_or(dep);
+            CrateName::new(dep).is_ok() && feature_name_ok(feat)
+        }
+        None => feature_name_ok(value),
+    }
+}
+
+/// The parts of the manifest that go into the index line, in a shape cargo reads: a line that
+/// cargo cannot read makes the version unusable for everyone.
+pub(crate) fn index_fields(m: &Manifest) -> Result<(), RegistryError> {
+    let refuse = |detail: String| Err(RegistryError::invalid("manifest", detail));
+    if m.deps.len() > MAX_DEPENDENCIES {
+        return refuse(format!(
+            "the crate has {} dependencies; at most {MAX_DEPENDENCIES} are accepted",
+            m.deps.len()
+        ));
+    }
+    if m.features.len() > MAX_FEATURES {
+        return refuse(format!(
+            "the crate has {} features; at most {MAX_FEATURES} are accepted",
+            m.features.len()
+        ));
+    }
+    for (name, values) in &m.features {
+        if !feature_name_ok(name) {
+            return refuse(format!("feature name `{}` is invalid", shown(name)));
+        }
+        if values.len() > MAX_FEATURES {
+            return refuse(format!(
+                "feature `{name}` enables {} values; at most {MAX_FEATURES} are accepted",
+                values.len()
+            ));
+        }
+        if let Some(bad) = values.iter().find(|v| !feature_value_ok(v)) {
+            return refuse(format!(
+                "feature `{name}` enables `{}`, which is not `feat`, `dep/feat`, `dep:dep` or `dep?/feat`",
+                shown(bad)
+            ));
+        }
+    }
+    if let Some(rv) = &m.rust_version {
+        let parts: Vec<&str> = rv.split('.').collect();
+        let numeric = parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        if !(2..=3).contains(&parts.len()) || !numeric {
+            return refuse(format!(
+                "`rust-version = \"{}\"` is not a Rust version such as `1.70` or `1.70.0`",
+                shown(rv)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Where a dependency comes from, as this registry sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -248,6 +323,48 @@ mod tests {
             assert!(crate_name(bad).is_err(), "{bad} was accepted");
         }
         assert!(crate_name("com10").is_ok() && crate_name("console").is_ok());
+    }
+
+    #[test]
+    fn index_fields_are_in_a_shape_cargo_reads() {
+        let m = |features: &[(&str, &[&str])], rust_version: Option<&str>| Manifest {
+            name: "x".into(),
+            version: "1.0.0".into(),
+            license: None,
+            license_file: None,
+            description: None,
+            keywords: vec![],
+            categories: vec![],
+            links: None,
+            rust_version: rust_version.map(str::to_owned),
+            features: features
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            deps: vec![],
+        };
+        let good: &[(&str, &[&str])] = &[
+            (
+                "default",
+                &["std", "serde/derive", "dep:serde", "serde?/std"],
+            ),
+            ("std", &[]),
+            ("1.0-compat+x", &[]),
+        ];
+        assert!(index_fields(&m(good, Some("1.70"))).is_ok());
+        assert!(index_fields(&m(good, Some("1.70.1"))).is_ok());
+        for rv in ["abc", "1", ">=1.70", "1.70.0.1", "1..2"] {
+            assert!(index_fields(&m(good, Some(rv))).is_err(), "{rv}");
+        }
+        for bad in [
+            &[("a b", &[][..])][..],
+            &[("-x", &[])],
+            &[("f", &["dep:"])],
+            &[("f", &["a/b/c"])],
+            &[("f", &["\"quoted\""])],
+        ] {
+            assert!(index_fields(&m(bad, None)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl Private {
         }
         let manifest = self.unpack(&upload, &meta).await?;
         checks::licence(&manifest)?;
+        checks::index_fields(&manifest)?;
         let deps = self.dependencies(&manifest, base)?;
         let cksum = hex(&Sha256::digest(&upload.tarball));
         let size = upload.tarball.len() as u64;

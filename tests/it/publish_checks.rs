@@ -278,6 +278,23 @@ fn cases() -> Vec<Case> {
             "Cargo.toml has neither `license` nor `license-file`",
         ),
         case(
+            "a feature value cargo cannot read",
+            with_manifest(manifest_with(n, v, Some("MIT"), "[features]\nf = [\"a/b/c\"]\n")),
+            400,
+            "feature `f` enables `a/b/c`, which is not",
+        ),
+        case(
+            "a rust-version that is not a Rust version",
+            with_manifest(manifest_with(
+                n,
+                v,
+                Some("MIT"),
+                "[package.metadata.x]\n",
+            ).replace("edition = \"2021\"", "edition = \"2021\"\nrust-version = \">=1.70\"")),
+            400,
+            "is not a Rust version",
+        ),
+        case(
             "a git dependency without a version",
             with_manifest(manifest_with(n, v, Some("MIT"), git_dep)),
             400,
