@@ -110,6 +110,9 @@ pub(in crate::config) mod d {
     pub(in crate::config) fn max_concurrent_publishes() -> u32 {
         4
     }
+    pub(in crate::config) fn upload_timeout_ms() -> u64 {
+        600_000
+    }
     pub(in crate::config) fn max_upload_bytes() -> u64 {
         512 * 1024 * 1024
     }
@@ -162,6 +165,9 @@ pub struct PrivateConfig {
     /// Publishes received and checked at once; more wait (each holds its upload in memory).
     #[serde(default = "d::max_concurrent_publishes")]
     pub max_concurrent_publishes: u32,
+    /// A publish's body must arrive within this time (its turn is given back otherwise).
+    #[serde(default = "d::upload_timeout_ms")]
+    pub upload_timeout_ms: u64,
     /// Registries the crates here may depend on besides this one: names of registries of this
     /// cratedock (a mirror stands for its upstream) or index URLs of other registries.
     /// Absent: every mirror of the configuration.
@@ -179,6 +185,7 @@ impl Default for PrivateConfig {
             max_upload_bytes: d::max_upload_bytes(),
             max_unpacked_bytes: d::max_upload_bytes(),
             max_concurrent_publishes: d::max_concurrent_publishes(),
+            upload_timeout_ms: d::upload_timeout_ms(),
             dependency_registries: None,
             allow_upstream_names: Vec::new(),
         }

@@ -130,6 +130,11 @@ impl Config {
                 "registries.{name}.max_concurrent_publishes must be between 1 and 1024"
             ));
         }
+        if p.upload_timeout_ms == 0 {
+            return invalid(format!(
+                "registries.{name}.upload_timeout_ms must be positive"
+            ));
+        }
         if p.max_unpacked_bytes == 0 {
             return invalid(format!(
                 "registries.{name}.max_unpacked_bytes must be positive"

@@ -16,7 +16,19 @@ use super::cargo::private;
 use crate::app::App;
 use crate::names::{CrateName, Version};
 use crate::net::ConnInfo;
-use crate::registry::OwnersChange;
+use crate::registry::{OwnersChange, RegistryError};
+
+/// Runs a change to its end even if the client goes away: a change cut off half-way (its
+/// index line written, its record not) is what the registry's ordering guards against in a
+/// crash, and a client's disconnect must not be a way to cause one.
+async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, RegistryError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("a registry change failed: {e}"))),
+    }
+}
 
 fn ok() -> Response {
     json_response(StatusCode::OK, &json!({ "ok": true }))
@@ -40,9 +52,9 @@ pub(super) async fn publish(
     let upload = private
         .receive(&acting.caller, req.into_body().into_data_stream())
         .await?;
-    let published = private
-        .publish(&acting.caller, upload, base.as_deref())
-        .await?;
+    let (private, caller) = (private.clone(), acting.caller);
+    let published =
+        to_the_end(async move { private.publish(&caller, upload, base.as_deref()).await }).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -81,12 +93,11 @@ async fn set_yanked(
     version: String,
     yanked: bool,
 ) -> Result<Response, ApiError> {
-    let private = private(&app, &registry)?;
+    let private = private(&app, &registry)?.clone();
     let name = CrateName::new(&name)?;
     let version = Version::new(&version)?;
-    private
-        .yank(&acting.caller, &name, &version, yanked)
-        .await?;
+    let caller = acting.caller;
+    to_the_end(async move { private.yank(&caller, &name, &version, yanked).await }).await?;
     Ok(ok())
 }
 
@@ -139,9 +150,10 @@ async fn change_owners(
     let logins = body.users.or(body.owners).ok_or_else(|| {
         ApiError::bad_request("the body needs `users`: a list of logins (`team:NAME` for a team)")
     })?;
-    let msg = private
-        .change_owners(&acting.caller, &name, &logins, change)
-        .await?;
+    let (private, caller) = (private.clone(), acting.caller);
+    let msg =
+        to_the_end(async move { private.change_owners(&caller, &name, &logins, change).await })
+            .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "ok": true, "msg": msg }),
@@ -190,9 +202,10 @@ pub(super) async fn delete_version(
     State(app): State<Arc<App>>,
     Path((registry, name, version)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let private = private(&app, &registry)?;
+    let private = private(&app, &registry)?.clone();
     let name = CrateName::new(&name)?;
     let version = Version::new(&version)?;
-    private.delete_version(&admin.ctx, &name, &version).await?;
+    let ctx = admin.ctx;
+    to_the_end(async move { private.delete_version(&ctx, &name, &version).await }).await?;
     Ok(ok())
 }

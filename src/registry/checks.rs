@@ -193,15 +193,42 @@ pub(crate) fn index_fields(m: &Manifest) -> Result<(), RegistryError> {
         }
     }
     if let Some(rv) = &m.rust_version {
+        // cargo's partial versions: 1 to 3 numbers, no leading zeros, no operator.
         let parts: Vec<&str> = rv.split('.').collect();
-        let numeric = parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-        if !(2..=3).contains(&parts.len()) || !numeric {
+        let numeric = parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && (*p == "0" || !p.starts_with('0'))
+        });
+        if !(1..=3).contains(&parts.len()) || !numeric {
             return refuse(format!(
                 "`rust-version = \"{}\"` is not a Rust version such as `1.70` or `1.70.0`",
                 shown(rv)
             ));
+        }
+    }
+    for dep in &m.deps {
+        if let Some(target) = &dep.target {
+            let balanced = target.chars().try_fold(0i32, |depth, c| match c {
+                '(' => Some(depth + 1),
+                ')' if depth > 0 => Some(depth - 1),
+                ')' => None,
+                _ => Some(depth),
+            }) == Some(0);
+            let shaped = match target.strip_prefix("cfg(") {
+                Some(rest) => rest.ends_with(')'),
+                None => target
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+            };
+            if target.is_empty() || !balanced || !shaped {
+                return refuse(format!(
+                    "dependency `{}` has the target `{}`, which is neither `cfg(...)` nor a target triple",
+                    dep.name,
+                    shown(target)
+                ));
+            }
         }
     }
     Ok(())
@@ -353,8 +380,29 @@ mod tests {
         ];
         assert!(index_fields(&m(good, Some("1.70"))).is_ok());
         assert!(index_fields(&m(good, Some("1.70.1"))).is_ok());
-        for rv in ["abc", "1", ">=1.70", "1.70.0.1", "1..2"] {
+        assert!(index_fields(&m(good, Some("1"))).is_ok());
+        for rv in ["abc", "1.070", ">=1.70", "1.70.0.1", "1..2", ""] {
             assert!(index_fields(&m(good, Some(rv))).is_err(), "{rv}");
+        }
+        let with_target = |target: &str| {
+            let mut x = m(good, None);
+            x.deps.push(ManifestDep {
+                name: "d".into(),
+                package: None,
+                req: "1".into(),
+                features: vec![],
+                optional: false,
+                default_features: true,
+                target: Some(target.into()),
+                kind: super::super::manifest::DepKind::Normal,
+                registry_index: None,
+            });
+            index_fields(&x)
+        };
+        assert!(with_target("cfg(all(unix, not(target_os = \"macos\")))").is_ok());
+        assert!(with_target("x86_64-unknown-linux-gnu").is_ok());
+        for bad in ["cfg(unix", "cfg(unix))", "x y", "", "cfg)("] {
+            assert!(with_target(bad).is_err(), "{bad}");
         }
         for bad in [
             &[("a b", &[][..])][..],

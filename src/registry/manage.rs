@@ -179,7 +179,11 @@ impl Private {
         self.meta.flush().await?;
         if let Err(e) = self.store_index(&lower, body).await {
             audit.outcome = "failed: the index could not be written; nothing changed".into();
-            if let Err(again) = self.meta.append_audit(&audit).await {
+            let recorded = match self.meta.append_audit(&audit).await {
+                Ok(_) => self.meta.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(again) = recorded {
                 tracing::error!(error = %again, "cannot record a failed {action}");
             }
             return Err(e.into());
@@ -340,10 +344,13 @@ impl Private {
             .unwrap_or(false);
         let Some(known) = record.versions.get(version.as_str()).cloned() else {
             return Err(if in_index {
-                RegistryError::from(crate::store::StoreError::Meta(format!(
-                    "{}@{version} is in the index without a record",
-                    record.name
-                )))
+                RegistryError::conflict(
+                    "unrecorded",
+                    format!(
+                        "`{}@{version}` is in the index without its record (a publish that a crash cut off): publish the same .crate again to complete it, then delete it",
+                        record.name
+                    ),
+                )
             } else {
                 RegistryError::not_found(format!(
                     "crate `{}` has no version `{version}`",

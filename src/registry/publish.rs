@@ -16,6 +16,18 @@ use crate::mirror::Lookup;
 use crate::names::{CrateName, Version};
 use crate::store::{Owner, PackageChange, PackageRecord, Permission, VersionRecord, now_ms};
 
+/// A version's line as it is recorded.
+struct Recorded<'a> {
+    cksum: &'a str,
+    size: u64,
+    published_ms: u64,
+    /// The line was written by an earlier publish that a crash cut off before its record.
+    completes_interrupted: bool,
+}
+
+/// How long a publish waits for its turn to be received (see `max_concurrent_publishes`).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// What cargo is told after a publish: warnings it prints.
 #[derive(Debug, Default)]
 pub(crate) struct Published {
@@ -62,9 +74,39 @@ impl Private {
             self.count(Err(&refused));
             return Err(refused);
         }
-        // Waiting here leaves the body unread: the client's upload waits with it.
-        let permit = self.uploads.clone().acquire_owned().await.ok();
-        let upload = super::read_upload(body, self.cfg.max_upload_bytes).await;
+        // Waiting here leaves the body unread: the client's upload waits with it, and cargo
+        // gives up on an upload that makes no progress for about 30 s.
+        let permit =
+            match tokio::time::timeout(TURN_WAIT, self.uploads.clone().acquire_owned()).await {
+                Ok(permit) => permit.ok(),
+                Err(_) => {
+                    let busy = RegistryError::unavailable(
+                        "busy",
+                        format!(
+                            "`{registry}` is receiving {} publishes already; try again in a minute",
+                            self.cfg.max_concurrent_publishes
+                        ),
+                    );
+                    self.count(Err(&busy));
+                    return Err(busy);
+                }
+            };
+        let deadline = std::time::Duration::from_millis(self.cfg.upload_timeout_ms);
+        let upload = match tokio::time::timeout(
+            deadline,
+            super::read_upload(body, self.cfg.max_upload_bytes),
+        )
+        .await
+        {
+            Ok(upload) => upload,
+            Err(_) => Err(RegistryError::invalid(
+                "frame",
+                format!(
+                    "the upload did not arrive within {} s",
+                    self.cfg.upload_timeout_ms / 1000
+                ),
+            )),
+        };
         match upload {
             Ok(mut upload) => {
                 upload.permit = permit;
@@ -193,10 +235,14 @@ impl Private {
                         .and_then(|l| l.pubtime.as_deref())
                         .and_then(parse_pubtime)
                         .unwrap_or(now);
-                    self.record_version(caller, &manifest, &canonical, &cksum, size, published)
+                    let line = Recorded {
+                        cksum: &cksum,
+                        size,
+                        published_ms: published,
+                        completes_interrupted: true,
+                    };
+                    self.record_version(caller, &manifest, &canonical, line)
                         .await?;
-                    self.stored_bytes
-                        .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
                     return Ok(Published::default());
                 }
             }
@@ -222,9 +268,13 @@ impl Private {
         body.extend_from_slice(line.to_json().as_bytes());
         body.push(b'\n');
         self.store_index(&lower, body).await?;
-        self.stored_bytes
-            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        self.record_version(caller, &manifest, &canonical, &cksum, size, now)
+        let line = Recorded {
+            cksum: &cksum,
+            size,
+            published_ms: now,
+            completes_interrupted: false,
+        };
+        self.record_version(caller, &manifest, &canonical, line)
             .await?;
         tracing::info!(registry, krate = %name, version = %version, size, "published");
         Ok(Published::default())
@@ -237,27 +287,33 @@ impl Private {
         caller: &Caller,
         manifest: &Manifest,
         canonical: &str,
-        cksum: &str,
-        size: u64,
-        published_ms: u64,
+        line: Recorded<'_>,
     ) -> Result<(), RegistryError> {
         let registry = self.name.as_str();
         let target = format!("{}@{}", manifest.name, manifest.version);
         let mut audit = entry(&caller.ctx, "crate.publish", Some(registry), &target);
         audit.krate = Some(manifest.name.clone());
-        audit.outcome = format!("ok: sha256 {cksum}, {size} bytes");
+        audit.outcome = format!("ok: sha256 {}, {} bytes", line.cksum, line.size);
         let id = &caller.identity;
+        let mut publisher = id
+            .user
+            .as_deref()
+            .or(id.principal.as_deref())
+            .map(str::to_owned);
+        if line.completes_interrupted {
+            // Whoever first sent these bytes is not known; the audit entry names who finished.
+            publisher = None;
+            audit
+                .outcome
+                .push_str(" (completes a publish that a crash cut off)");
+        }
         let change = PackageChange::Published {
             version: manifest.version.clone(),
             record: VersionRecord {
-                cksum: cksum.to_owned(),
-                size,
-                published_ms,
-                publisher: id
-                    .user
-                    .as_deref()
-                    .or(id.principal.as_deref())
-                    .map(str::to_owned),
+                cksum: line.cksum.to_owned(),
+                size: line.size,
+                published_ms: line.published_ms,
+                publisher,
                 deleted_ms: None,
             },
             description: manifest.description.clone(),
@@ -267,6 +323,8 @@ impl Private {
             .change_package(registry, canonical, &change, &audit)
             .await?;
         self.meta.flush().await?;
+        self.stored_bytes
+            .fetch_add(line.size, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -104,9 +104,18 @@ impl PackageChange {
             } => {
                 let new = !r.versions.contains_key(version);
                 if new {
+                    // Search shows what the newest version says, not a backport's.
+                    let newest = semver::Version::parse(version).is_ok_and(|v| {
+                        r.versions
+                            .keys()
+                            .filter_map(|o| semver::Version::parse(o).ok())
+                            .all(|o| o <= v)
+                    });
+                    if newest || r.versions.is_empty() {
+                        r.description.clone_from(description);
+                        r.keywords.clone_from(keywords);
+                    }
                     r.versions.insert(version.clone(), record.clone());
-                    r.description.clone_from(description);
-                    r.keywords.clone_from(keywords);
                 }
                 new
             }
@@ -215,6 +224,25 @@ mod tests {
         assert!(publish.apply(&mut r, 5));
         assert_eq!((r.updated_ms, r.description.as_deref()), (5, Some("d")));
         assert!(!publish.apply(&mut r, 6), "a version is published once");
+        let backport = PackageChange::Published {
+            version: "0.9.1".into(),
+            record: version(1),
+            description: Some("old".into()),
+            keywords: vec![],
+        };
+        assert!(backport.apply(&mut r, 6));
+        assert_eq!(
+            r.description.as_deref(),
+            Some("d"),
+            "the newest version's words stay"
+        );
+        assert!(
+            PackageChange::Deleted {
+                version: "0.9.1".into(),
+                at_ms: 6
+            }
+            .apply(&mut r, 6)
+        );
         let bob = Owner::Team("core".into());
         assert!(PackageChange::AddOwners(vec![bob.clone()]).apply(&mut r, 7));
         assert!(!PackageChange::AddOwners(vec![bob.clone()]).apply(&mut r, 8));
