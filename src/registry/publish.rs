@@ -144,7 +144,10 @@ impl Private {
         let meta: Metadata = serde_json::from_slice(&upload.json).map_err(|e| {
             RegistryError::invalid(
                 "json",
-                format!("the publish metadata is not the JSON cargo sends: {e}"),
+                format!(
+                    "the publish metadata is not the JSON cargo sends: {}",
+                    crate::names::shown(&e.to_string())
+                ),
             )
         })?;
         let name = checks::crate_name(&meta.name)?;
