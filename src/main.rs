@@ -161,6 +161,11 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
             }
             None => None,
         };
+        if tls.is_none() {
+            // SIGHUP would end the process by default; with TLS the certificate reloader takes
+            // it, without TLS there is nothing to reload, and it must not stop the server.
+            ignore_hangups();
+        }
         let plain = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -240,4 +245,19 @@ fn health(url: &str) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Takes SIGHUP (the usual "reload" signal) when nothing reloads on it, logging it.
+fn ignore_hangups() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: nothing to reload without TLS; still serving");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot take SIGHUP; it would stop cratedock"),
+    }
 }

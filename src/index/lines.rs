@@ -28,6 +28,11 @@ pub(crate) fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String>
             .map(|_| ())
             .map_err(|e| format!("config.json is not JSON with a `dl` key: {e}")),
         IndexFile::Crate(name) => {
+            // A registry answers "no such crate" with a 404, never with an empty file: an empty
+            // 200 is a broken answer, and must not replace a good copy.
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Err("the index file is empty".to_owned());
+            }
             for (i, line) in body.split(|&b| b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -68,6 +73,7 @@ mod tests {
         assert!(validate_body(&file, b"{\"name\":\"foo\",\"vers\":\"1.0.0\"}\n").is_ok());
         assert!(validate_body(&file, b"{\"name\":\"Foo\",\"vers\":\"1.0.0\"}").is_ok());
         assert!(validate_body(&file, b"<html><body>Error</body></html>").is_err());
+        assert!(validate_body(&file, b"").is_err() && validate_body(&file, b" \n").is_err());
         assert!(validate_body(&file, b"{\"name\":\"bar\",\"vers\":\"1.0.0\"}").is_err());
         assert!(validate_body(&IndexFile::Config, b"{\"dl\":\"https://x\"}").is_ok());
         assert!(validate_body(&IndexFile::Config, b"<html>").is_err());

@@ -81,6 +81,7 @@ async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
         Fault::Status(503),
         Fault::Delay(Duration::from_secs(2)),
         Fault::Html200,
+        Fault::Empty200,
         Fault::CutOff,
     ] {
         up.set_fault(fault.clone(), Target::Index);
@@ -91,7 +92,7 @@ async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
     assert_eq!(
         cd.metric("cache_results_total", "kind=\"index\",result=\"stale\"")
             .await,
-        5.0
+        6.0
     );
     assert!(
         cd.metric("upstream_requests_total", "outcome=\"timeout\"")
@@ -122,6 +123,7 @@ async fn without_a_stale_copy_upstream_failures_are_clear_gateway_errors() {
         (Fault::Status(500), 502, "answered HTTP 500"),
         (Fault::Delay(Duration::from_secs(2)), 504, "timed out"),
         (Fault::Html200, 502, "invalid data"),
+        (Fault::Empty200, 502, "invalid data"),
         (Fault::CutOff, 502, "cut off"),
     ] {
         up.set_fault(fault.clone(), Target::Index);

@@ -139,3 +139,17 @@ async fn clients_that_do_not_send_their_headers_in_time_are_disconnected() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_tls_is_taken_and_the_server_keeps_serving() {
+    let up = FakeUpstream::start().await;
+    let mut cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    cd.signal("HUP");
+    wait_until("the SIGHUP is logged", || {
+        let log = cd.log();
+        async move { log.contains("SIGHUP: nothing to reload without TLS") }
+    })
+    .await;
+    config_json(&cd).await;
+    assert!(cd.terminate().await.success(), "a clean exit after SIGHUP");
+}

@@ -26,6 +26,8 @@ pub enum Fault {
     CutOff,
     /// A 200 with an HTML error page instead of the file.
     Html200,
+    /// A 200 with an empty body.
+    Empty200,
     /// Crate files: send the first half, then wait for the gate before sending the rest.
     HalfThenWait(Gate),
 }
@@ -328,6 +330,7 @@ async fn common_fault(fault: &Fault) -> Option<Response> {
             )
                 .into_response(),
         ),
+        Fault::Empty200 => Some(StatusCode::OK.into_response()),
         _ => None,
     }
 }
