@@ -101,6 +101,11 @@ where
     }
     let settings_len =
         usize::from(frame[0]) << 16 | usize::from(frame[1]) << 8 | usize::from(frame[2]);
+    // Read before hyper sees the connection, so hyper's limits do not apply yet: a SETTINGS
+    // frame is 6 bytes per setting, and HTTP/2's default maximum frame size is 16 KiB.
+    if settings_len > MAX_HEAD {
+        return Err(broken("the client's SETTINGS frame is larger than 16 KiB"));
+    }
     let settings_end = PREFACE.len() + 9 + settings_len;
     read_at_least(&mut io, &mut prefix, settings_end).await?;
     let after = prefix.split_off(settings_end);
@@ -444,6 +449,30 @@ mod tests {
         let mut rest = [0u8; 4];
         io.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"next");
+    }
+
+    #[tokio::test]
+    async fn a_settings_frame_over_16_kib_is_refused_before_it_is_read() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut c_read, mut c_write) = tokio::io::split(client);
+        let client = tokio::spawn(async move {
+            c_write.write_all(CARGO_REQUEST).await.unwrap();
+            let mut answer = vec![0u8; 71];
+            c_read.read_exact(&mut answer).await.unwrap();
+            c_write.write_all(PREFACE).await.unwrap();
+            // Announces 16 MiB of settings, sends none, and keeps the connection open.
+            c_write
+                .write_all(&[0xff, 0xff, 0xff, 4, 0, 0, 0, 0, 0])
+                .await
+                .unwrap();
+            (c_read, c_write)
+        });
+        let opened = tokio::time::timeout(std::time::Duration::from_secs(10), open(server))
+            .await
+            .expect("refused without waiting for the announced bytes");
+        let e = opened.err().expect("refused");
+        assert!(e.to_string().contains("larger than 16 KiB"), "{e}");
+        drop(client.await.unwrap());
     }
 
     #[tokio::test]
