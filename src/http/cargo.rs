@@ -103,7 +103,10 @@ pub(super) async fn index_file(
         || ApiError::not_found(format!("crate `{name}` does not exist in `{registry}`"));
     match registry_named(&app, &registry)? {
         Registry::Mirror(mirror) => match mirror.index_file(&name).await? {
-            Lookup::Found(entry) => Ok(index_response(&app, &entry, &headers)),
+            Lookup::Found(entry) => {
+                let shared = app.auth_required(&registry) != Some(true);
+                Ok(index_response(&app, &entry, &headers, shared))
+            }
             Lookup::NotFound => Err(not_found()),
         },
         Registry::Private(private) => match private.index_file(&name).await? {
@@ -123,9 +126,13 @@ fn private_index_response(app: &App, doc: &IndexDoc, headers: &HeaderMap) -> Res
     index_body_response(app, &doc.body, &doc.etag, NO_CACHE, headers)
 }
 
-fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap) -> Response {
+/// A mirror's index file, fresh for as long as its copy is. `shared`: a shared cache (a
+/// corporate proxy) may keep it; not when the registry needs a token, or the proxy would hand
+/// it to clients without one.
+fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap, shared: bool) -> Response {
     let max_age = entry.meta.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
-    let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
+    let scope = if shared { "public" } else { "private" };
+    let cache_control = HeaderValue::from_str(&format!("{scope}, max-age={max_age}"))
         .expect("digits are a valid header value");
     index_body_response(app, &entry.body, &entry.meta.etag, cache_control, headers)
 }

@@ -527,6 +527,17 @@ async fn crate_scoped_grants_and_tokens_reach_only_their_crates_and_the_web_api_
     let serde_dl = "/crates-io/api/v1/crates/serde/1.0.0/download";
     let acme_dl = "/crates-io/api/v1/crates/acme-core/1.0.0/download";
     assert_eq!(get(serde_dl, carol.clone()).await.0, 200);
+    // What needs a token is not for shared caches (a corporate proxy would hand it to anyone).
+    for path in ["/crates-io/index/se/rd/serde", serde_dl] {
+        let r = http_client()
+            .get(cd.url(path))
+            .header("authorization", &carol)
+            .send()
+            .await
+            .unwrap();
+        let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
+        assert!(cc.starts_with("private, max-age="), "{path}: {cc}");
+    }
     let (status, body) = get("/crates-io/index/ac/me/acme-core", carol.clone()).await;
     assert_eq!(status, 401);
     assert!(
