@@ -3,12 +3,15 @@
 //!
 //! The rule this module keeps: each length is checked against its limit before anything is
 //! allocated for it, the body is read as it arrives (an oversized or endless body is cut off
-//! at the limit, not buffered), and a body that ends early or runs on is refused.
+//! at the limit, not buffered), and a body that ends early or runs on is refused. A registry
+//! receives a bounded number of bodies at once, each within a deadline.
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
-use super::RegistryError;
+use super::{Caller, Private, RegistryError};
+use crate::auth::Denial;
+use crate::store::{Permission, now_ms};
 
 /// Largest metadata JSON accepted (crates.io's limit).
 pub(crate) const MAX_JSON_BYTES: u32 = 1024 * 1024;
@@ -140,6 +143,74 @@ where
         tarball,
         permit: None,
     })
+}
+
+/// How long a publish waits for its turn to be received (see `max_concurrent_publishes`).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+
+impl Private {
+    /// Reads a publish body within this registry's limits (a refusal is counted). A caller
+    /// who may publish nothing here is refused before the body is read.
+    pub(crate) async fn receive<S, E>(
+        &self,
+        caller: &Caller,
+        body: S,
+    ) -> Result<Upload, RegistryError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let registry = self.name.as_str();
+        if !caller
+            .identity
+            .allows(Permission::Publish, registry, None, now_ms())
+        {
+            let denial = Denial::lacks(Permission::Publish, registry, None);
+            let detail = format!("{} (it may publish nothing here)", denial.detail());
+            let refused = RegistryError::forbidden("permission", detail);
+            self.count(Err(&refused));
+            return Err(refused);
+        }
+        // Waiting here leaves the body unread: the client's upload waits with it, and cargo
+        // gives up on an upload that makes no progress for about 30 s.
+        let permit =
+            match tokio::time::timeout(TURN_WAIT, self.uploads.clone().acquire_owned()).await {
+                Ok(permit) => permit.ok(),
+                Err(_) => {
+                    let busy = RegistryError::unavailable(
+                        "busy",
+                        format!(
+                            "`{registry}` is receiving {} publishes already; try again in a minute",
+                            self.cfg.max_concurrent_publishes
+                        ),
+                    );
+                    self.count(Err(&busy));
+                    return Err(busy);
+                }
+            };
+        let deadline = std::time::Duration::from_millis(self.cfg.upload_timeout_ms);
+        let upload =
+            match tokio::time::timeout(deadline, read(body, self.cfg.max_upload_bytes)).await {
+                Ok(upload) => upload,
+                Err(_) => Err(RegistryError::invalid(
+                    "frame",
+                    format!(
+                        "the upload did not arrive within {} s",
+                        self.cfg.upload_timeout_ms / 1000
+                    ),
+                )),
+            };
+        match upload {
+            Ok(mut upload) => {
+                upload.permit = permit;
+                Ok(upload)
+            }
+            Err(e) => {
+                self.count(Err(&e));
+                Err(e)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ mod publish;
 mod search;
 mod tarball;
 
-pub(crate) use frame::{MAX_JSON_BYTES, Upload, read as read_upload};
+pub(crate) use frame::{MAX_JSON_BYTES, Upload};
 pub(crate) use manage::OwnersChange;
 
 use std::hash::{Hash, Hasher};

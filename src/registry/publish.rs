@@ -25,9 +25,6 @@ struct Recorded<'a> {
     completes_interrupted: bool,
 }
 
-/// How long a publish waits for its turn to be received (see `max_concurrent_publishes`).
-const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
-
 /// What cargo is told after a publish: warnings it prints.
 #[derive(Debug, Default)]
 pub(crate) struct Published {
@@ -52,73 +49,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Private {
-    /// Reads a publish body within this registry's limits (a refusal is counted). A caller
-    /// who may publish nothing here is refused before the body is read.
-    pub(crate) async fn receive<S, E>(
-        &self,
-        caller: &Caller,
-        body: S,
-    ) -> Result<Upload, RegistryError>
-    where
-        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let registry = self.name.as_str();
-        if !caller
-            .identity
-            .allows(Permission::Publish, registry, None, now_ms())
-        {
-            let denial = Denial::lacks(Permission::Publish, registry, None);
-            let detail = format!("{} (it may publish nothing here)", denial.detail());
-            let refused = RegistryError::forbidden("permission", detail);
-            self.count(Err(&refused));
-            return Err(refused);
-        }
-        // Waiting here leaves the body unread: the client's upload waits with it, and cargo
-        // gives up on an upload that makes no progress for about 30 s.
-        let permit =
-            match tokio::time::timeout(TURN_WAIT, self.uploads.clone().acquire_owned()).await {
-                Ok(permit) => permit.ok(),
-                Err(_) => {
-                    let busy = RegistryError::unavailable(
-                        "busy",
-                        format!(
-                            "`{registry}` is receiving {} publishes already; try again in a minute",
-                            self.cfg.max_concurrent_publishes
-                        ),
-                    );
-                    self.count(Err(&busy));
-                    return Err(busy);
-                }
-            };
-        let deadline = std::time::Duration::from_millis(self.cfg.upload_timeout_ms);
-        let upload = match tokio::time::timeout(
-            deadline,
-            super::read_upload(body, self.cfg.max_upload_bytes),
-        )
-        .await
-        {
-            Ok(upload) => upload,
-            Err(_) => Err(RegistryError::invalid(
-                "frame",
-                format!(
-                    "the upload did not arrive within {} s",
-                    self.cfg.upload_timeout_ms / 1000
-                ),
-            )),
-        };
-        match upload {
-            Ok(mut upload) => {
-                upload.permit = permit;
-                Ok(upload)
-            }
-            Err(e) => {
-                self.count(Err(&e));
-                Err(e)
-            }
-        }
-    }
-
     /// Publishes an upload. `base` is the URL the client reached cratedock at (to recognise
     /// dependencies on this cratedock's registries).
     pub(crate) async fn publish(
