@@ -16,6 +16,8 @@ mod frame;
 mod line;
 mod manage;
 mod manifest;
+#[cfg(test)]
+mod properties;
 mod publish;
 mod search;
 mod tarball;
