@@ -132,6 +132,33 @@ const BLOCKING_THREADS: usize = 32;
 fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &cli)?;
     init_logging(&config);
+    let origin = config_path.as_deref().map_or_else(
+        || "the embedded default".to_owned(),
+        |p| p.display().to_string(),
+    );
+    tracing::info!(
+        config = %origin,
+        data_dir = %config.storage.data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
+    );
+    for (name, registry) in &config.registries {
+        match registry {
+            cratedock::config::RegistryConfig::Mirror(m) => tracing::info!(
+                registry = %name,
+                kind = "mirror",
+                upstream = %m.upstream,
+                auth_required = m.auth_required,
+                "registry"
+            ),
+            cratedock::config::RegistryConfig::Private(p) => tracing::info!(
+                registry = %name,
+                kind = "private",
+                auth_required = p.auth_required,
+                "registry"
+            ),
+        }
+    }
     let _ =
         rustls::crypto::CryptoProvider::install_default(rustls::crypto::ring::default_provider());
     let runtime = tokio::runtime::Builder::new_multi_thread()

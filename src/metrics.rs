@@ -54,8 +54,11 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     /// Reloads of the TLS certificate by result (ok, error).
     pub tls_reloads: IntCounterVec,
-    /// When the TLS certificate in use expires, in seconds since the epoch.
+    /// When the TLS certificate in use expires, in seconds since the epoch (exported only
+    /// with TLS on).
     pub tls_cert_not_after: IntGauge,
+    /// The version of cratedock running (the value is always 1).
+    pub build_info: IntGaugeVec,
     /// Auth decisions by result (allowed, denied) and reason (ok, no_token, malformed,
     /// unknown, expired, revoked, disabled, insufficient).
     pub auth_decisions: IntCounterVec,
@@ -209,19 +212,31 @@ impl Metrics {
                 "Bytes of crate files held by each private registry.",
                 &["registry"],
             ),
-            tls_cert_not_after: {
-                let g = IntGauge::new(
-                    "tls_certificate_not_after_timestamp_seconds",
-                    "When the TLS certificate in use expires, in seconds since the epoch.",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("unique metric");
+            // Exported once TLS is on (see `tls_in_use`): without TLS there is no certificate.
+            tls_cert_not_after: IntGauge::new(
+                "tls_certificate_not_after_timestamp_seconds",
+                "When the TLS certificate in use expires, in seconds since the epoch.",
+            )
+            .expect("valid metric"),
+            build_info: {
+                let g = gauge(
+                    "build_info",
+                    "Always 1; its label is the version of cratedock running.",
+                    &["version"],
+                );
+                g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
                 g
             },
             registry,
         }
+    }
+
+    /// Exports the TLS certificate's expiry (called when the HTTPS listener is set up).
+    pub fn tls_in_use(&self) {
+        // Registered once; a second HTTPS setup (tests) finds it there.
+        let _ = self
+            .registry
+            .register(Box::new(self.tls_cert_not_after.clone()));
     }
 
     pub fn cache(&self, kind: &str, tier: &str, result: &str) {

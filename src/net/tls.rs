@@ -145,6 +145,7 @@ impl TlsServer {
     /// Builds the TLS side of the HTTPS listener; every broken input is an error naming its file.
     pub fn new(cfg: &TlsConfig, metrics: Arc<Metrics>) -> Result<Self, TlsError> {
         let (key, not_after) = load_certified_key(&cfg.cert_file, &cfg.key_file)?;
+        metrics.tls_in_use();
         metrics.tls_cert_not_after.set(not_after);
         let resolver = Arc::new(RotatingCert {
             current: RwLock::new(key),

@@ -30,10 +30,29 @@ async fn metrics_and_health_are_served() {
         "cratedock_upstream_request_duration_seconds_bucket",
         "cratedock_cache_entries{kind=\"crate\",tier=\"disk\"} 1",
         "cratedock_cache_bytes{kind=\"all\",tier=\"memory\"}",
+        concat!(
+            "cratedock_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
     assert!(!text.contains("serde"), "no crate names in labels");
+    assert!(
+        !text.contains("tls_certificate_not_after"),
+        "no certificate expiry without TLS"
+    );
+    // Start-up says where the configuration and the data are, and what each registry is.
+    let log = cd.log();
+    assert!(
+        log.contains("starting") && log.contains("data_dir="),
+        "{log}"
+    );
+    assert!(
+        log.contains("registry registry=crates-io kind=\"mirror\""),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
