@@ -58,6 +58,8 @@ pub struct ServerConfig {
     /// Base URL clients reach cratedock at; empty means `http://` plus the request's Host.
     pub public_url: String,
     pub shutdown_grace_ms: u64,
+    /// On SIGTERM, report not ready while still serving for this long, then drain.
+    pub shutdown_delay_ms: u64,
     /// Open connections at most (plain and HTTPS together); beyond it, accepting waits.
     pub max_connections: usize,
     /// A client must send a request's headers within this time, or the connection is closed.
@@ -193,6 +195,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             shutdown_grace_ms: 30_000,
+            shutdown_delay_ms: 2_000,
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
             h2c_upgrade: true,

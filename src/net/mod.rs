@@ -151,6 +151,21 @@ pub async fn serve(
     tracing::info!(addr = %plain.local_addr()?, "listening (HTTP)");
 
     let header_timeout = Duration::from_millis(server_cfg.header_read_timeout_ms);
+    // On the signal: not ready at once, still serving for the delay (load balancers see the
+    // 503 and stop sending new clients), then the listeners close and the drain begins.
+    let delay = Duration::from_millis(server_cfg.shutdown_delay_ms);
+    let not_ready = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        not_ready.set(false);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "shutting down: reporting not ready while still serving"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

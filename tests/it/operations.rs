@@ -56,6 +56,28 @@ async fn metrics_and_health_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigterm_readiness_answers_503_while_requests_are_still_served() {
+    let up = FakeUpstream::start().await;
+    let env = [("CRATEDOCK__SERVER__SHUTDOWN_DELAY_MS", "3000")];
+    let mut cd = Cratedock::start_with_env(&mirror_config(&up.index_url(), ""), &env).await;
+    assert_eq!(cd.get("/health/ready").await.status(), 200);
+    cd.signal("TERM");
+    wait_until("readiness answers 503", || async {
+        cd.get("/health/ready").await.status() == 503
+    })
+    .await;
+    // Still serving meanwhile: a load balancer's last requests are answered.
+    assert_eq!(cd.get("/health/live").await.status(), 200);
+    let status = cd.terminate().await;
+    assert!(status.success(), "clean exit: {status}");
+    assert!(
+        cd.log().contains("reporting not ready while still serving"),
+        "{}",
+        cd.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let (up, mut cd) = one_crate_mirror("").await;
     up.set_fault(Fault::Delay(Duration::from_millis(800)), Target::Crates);

@@ -118,6 +118,8 @@ impl Cratedock {
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "cratedock=debug,info")
+            // Tests stop cratedock often; the one that checks the delay sets its own.
+            .env("CRATEDOCK__SERVER__SHUTDOWN_DELAY_MS", "0")
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .env_remove("http_proxy")
