@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                 size: body.len() as u64,
                 missing_since_ms: None,
                 missing_seen_ms: None,
+                private: false,
             },
         )
         .await?;

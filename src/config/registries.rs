@@ -52,6 +52,9 @@ pub struct MirrorConfig {
     pub revalidate_wait_ms: u64,
     #[serde(default = "d::negative_ttl_ms")]
     pub negative_ttl_ms: u64,
+    /// The longest an index file counts as fresh, whatever the upstream says.
+    #[serde(default = "d::max_freshness_ms")]
+    pub max_freshness_ms: u64,
     /// Names that belong to the company's private registries: never served from the upstream.
     #[serde(default)]
     pub reserved_names: Vec<CrateGlob>,
@@ -104,6 +107,9 @@ pub(in crate::config) mod d {
     pub(in crate::config) fn negative_ttl_ms() -> u64 {
         30_000
     }
+    pub(in crate::config) fn max_freshness_ms() -> u64 {
+        24 * 3600 * 1000
+    }
     pub(in crate::config) fn yes() -> bool {
         true
     }
@@ -137,6 +143,7 @@ impl MirrorConfig {
             stale_if_error_max_age_ms: d::stale_if_error_max_age_ms(),
             revalidate_wait_ms: d::revalidate_wait_ms(),
             negative_ttl_ms: d::negative_ttl_ms(),
+            max_freshness_ms: d::max_freshness_ms(),
             reserved_names: Vec::new(),
             crates_io: None,
         }

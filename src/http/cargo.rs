@@ -127,11 +127,15 @@ fn private_index_response(app: &App, doc: &IndexDoc, headers: &HeaderMap) -> Res
 }
 
 /// A mirror's index file, fresh for as long as its copy is. `shared`: a shared cache (a
-/// corporate proxy) may keep it; not when the registry needs a token, or the proxy would hand
-/// it to clients without one.
+/// corporate proxy) may keep it; not when the registry needs a token (the proxy would hand it
+/// to clients without one), nor when the upstream said it is private.
 fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap, shared: bool) -> Response {
     let max_age = entry.meta.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
-    let scope = if shared { "public" } else { "private" };
+    let scope = if shared && !entry.meta.record.private {
+        "public"
+    } else {
+        "private"
+    };
     let cache_control = HeaderValue::from_str(&format!("{scope}, max-age={max_age}"))
         .expect("digits are a valid header value");
     index_body_response(app, &entry.body, &entry.meta.etag, cache_control, headers)

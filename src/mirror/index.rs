@@ -291,12 +291,15 @@ impl Mirror {
                 body,
                 validators,
                 fresh_for,
+                private,
             } => {
                 if let Err(why) = validate_body(&key.file, &body) {
                     let what = format!("index file {path}");
                     return Err(UpstreamError::new(&self.name, what, Failure::Invalid(why)).into());
                 }
-                let lifetime_ms = fresh_for.map_or(ttl_ms, |d| d.as_millis() as u64);
+                let lifetime_ms = fresh_for
+                    .map_or(ttl_ms, |d| d.as_millis() as u64)
+                    .min(self.cfg.max_freshness_ms);
                 let meta = IndexMeta::new(IndexRecord {
                     etag: etag_of(&body),
                     upstream_etag: validators.etag,
@@ -307,6 +310,7 @@ impl Mirror {
                     size: body.len() as u64,
                     missing_since_ms: None,
                     missing_seen_ms: None,
+                    private,
                 });
                 let entry = IndexEntry {
                     body: body.clone(),
@@ -331,7 +335,8 @@ impl Mirror {
                     Some(d) => d.as_millis() as u64,
                     None if old.meta.record.lifetime_ms > 0 => old.meta.record.lifetime_ms,
                     None => ttl_ms,
-                };
+                }
+                .min(self.cfg.max_freshness_ms);
                 let record = IndexRecord {
                     fresh_until_ms: now.saturating_add(lifetime_ms),
                     lifetime_ms,

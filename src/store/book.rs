@@ -37,6 +37,9 @@ pub struct IndexRecord {
     /// When the upstream last answered "not found" for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_seen_ms: Option<u64>,
+    /// The upstream marked it `Cache-Control: private`: it is served as such.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// Bookkeeping of one cached crate file.

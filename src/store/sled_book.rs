@@ -228,6 +228,7 @@ mod tests {
             size: 100,
             missing_since_ms: None,
             missing_seen_ms: None,
+            private: false,
         };
         book.put_index(&ik, &irec).await.unwrap();
         assert_eq!(book.index(&ik).await.unwrap(), Some(irec));

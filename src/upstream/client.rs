@@ -254,11 +254,13 @@ impl HttpUpstream {
                     etag: header_string(resp.headers(), header::ETAG),
                     last_modified: header_string(resp.headers(), header::LAST_MODIFIED),
                 };
+                let private = freshness::is_private(resp.headers());
                 let body = self.read_body(resp, MAX_INDEX_BYTES, what).await?;
                 Ok(IndexAnswer::Body {
                     body,
                     validators,
                     fresh_for,
+                    private,
                 })
             }
             StatusCode::NOT_MODIFIED => {

@@ -37,6 +37,21 @@ pub(super) fn fresh_for(
     Some(ttl)
 }
 
+/// Whether the response is for one user only (`Cache-Control: private`).
+pub(super) fn is_private(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("private")
+                || d.get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("private="))
+        })
+}
+
 /// Whether the response states its freshness (`max-age`, `s-maxage` or `Expires`).
 fn has_freshness(headers: &HeaderMap) -> bool {
     let cc = headers
@@ -55,6 +70,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
         h
+    }
+
+    #[test]
+    fn private_answers_are_told_apart() {
+        assert!(is_private(&headers("private, max-age=60")));
+        assert!(is_private(&headers("max-age=60, PRIVATE")));
+        assert!(is_private(&headers("private=\"set-cookie\"")));
+        assert!(!is_private(&headers("public, max-age=60")));
+        assert!(!is_private(&headers("x-private-thing")));
+        assert!(!is_private(&HeaderMap::new()));
     }
 
     #[test]

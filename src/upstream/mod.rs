@@ -43,6 +43,8 @@ pub(crate) enum IndexAnswer {
         body: Bytes,
         validators: Validators,
         fresh_for: Option<Duration>,
+        /// The upstream said `Cache-Control: private`.
+        private: bool,
     },
     /// The cached copy is still good, for `fresh_for` more (`None`: the upstream did not say).
     NotModified { fresh_for: Option<Duration> },

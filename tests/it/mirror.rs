@@ -229,6 +229,27 @@ async fn upstream_max_age_is_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_freshness_beyond_the_cap_and_a_private_answer_are_served_as_such() {
+    let up = FakeUpstream::start().await;
+    small_registry(&up);
+    // A year of freshness from the upstream counts for max_freshness_ms only.
+    up.set_cache_control(Some("public, max-age=31536000"));
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "max_freshness_ms = 60000")).await;
+    let r = cd.get("/crates-io/index/1/b").await;
+    let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(
+        cc == "public, max-age=60" || cc == "public, max-age=59",
+        "{cc}"
+    );
+    // What the upstream marks private is not handed on as public.
+    up.set_cache_control(Some("private, max-age=600"));
+    let r = cd.get("/crates-io/index/1/a").await;
+    assert_eq!(r.status(), 200);
+    let cc = r.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cc.starts_with("private, max-age="), "{cc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_the_whole_cache() {
     let mut up = FakeUpstream::start().await;
     small_registry(&up);
