@@ -4,8 +4,9 @@
 #   docker run -p 8080:8080 -v cratedock-data:/var/lib/cratedock \
 #     -v "$PWD/cratedock.toml:/etc/cratedock/cratedock.toml:ro" cratedock
 #
-# Without a mounted config the image runs the embedded default (a crates.io mirror) with
-# `auth_required = true`, since a container is reached from other hosts. The first admin's
+# Without a mounted config the image runs the embedded default (a crates.io mirror and the
+# private registry `internal`) with `auth_required = true` on both, since a container is reached
+# from other hosts. The first admin's
 # token is written to the data volume: docker exec CONTAINER cat /var/lib/cratedock/admin-token
 
 FROM rust:1-alpine AS build
@@ -20,7 +21,7 @@ RUN cargo build --release --locked --bin cratedock \
  && cp target/release/cratedock /out/cratedock \
  && sed 's/^auth_required = false$/auth_required = true/' config/default.toml \
       > /out/etc/cratedock/cratedock.toml \
- && grep -q '^auth_required = true$' /out/etc/cratedock/cratedock.toml
+ && ! grep -q '^auth_required = false$' /out/etc/cratedock/cratedock.toml
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
