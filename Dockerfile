@@ -6,8 +6,9 @@
 #
 # Without a mounted config the image runs the embedded default (a crates.io mirror and the
 # private registry `internal`) with `auth_required = true` on both, since a container is reached
-# from other hosts. The first admin's
-# token is written to the data volume: docker exec CONTAINER cat /var/lib/cratedock/admin-token
+# from other hosts. The first admin's token is written to the data volume; the image has no
+# shell, so use its cratedock in place:
+#   docker exec CONTAINER cratedock admin --token-file /var/lib/cratedock/admin-token user list
 
 FROM rust:1-alpine AS build
 RUN apk add --no-cache musl-dev ca-certificates

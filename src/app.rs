@@ -22,11 +22,28 @@ use crate::store::{
 };
 use crate::upstream::{HttpUpstream, system_roots};
 
+/// Registry changes running in their own tasks (see `http::registry`), which shutdown waits for.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::atomic::AtomicUsize);
+
+/// One change in flight; dropping it ends it.
+pub struct InFlightGuard(Arc<App>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0
+            .changes
+            .0
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub auth: Arc<Auth>,
+    changes: InFlight,
     mirrors: BTreeMap<String, Arc<Mirror>>,
     privates: BTreeMap<String, Arc<Private>>,
     blobs: MemoryTier<Arc<IndexMeta>>,
@@ -125,6 +142,7 @@ impl App {
             metrics,
             readiness: Arc::default(),
             auth,
+            changes: InFlight::default(),
             mirrors,
             privates,
             blobs,
@@ -153,6 +171,14 @@ impl App {
 
     pub(crate) fn private(&self, name: &str) -> Option<&Arc<Private>> {
         self.privates.get(name)
+    }
+
+    /// Notes a registry change that runs in its own task, until the guard is dropped.
+    pub fn change_started(self: &Arc<Self>) -> InFlightGuard {
+        self.changes
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlightGuard(self.clone())
     }
 
     /// Work to do once before serving: counting what the private registries hold.
@@ -212,14 +238,15 @@ impl App {
         }
     }
 
-    /// Waits until no mirror has a fetch or a store write under way (at shutdown, after the
-    /// connections drained: answers may have gone out before their files were stored), or
-    /// `deadline` passes.
+    /// Waits until no mirror has a fetch or a store write under way and no registry change is
+    /// running (at shutdown, after the connections drained: answers may have gone out before
+    /// their files were stored, and a change whose client left runs on), or `deadline` passes.
     pub async fn settle(&self, deadline: tokio::time::Instant) {
         while self
             .mirrors
             .values()
             .any(|m| m.fetches_in_flight() != (0, 0))
+            || self.changes.0.load(std::sync::atomic::Ordering::Acquire) > 0
         {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("grace period over; fetches still under way are abandoned");

@@ -172,6 +172,9 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
     runtime.block_on(async {
         let listen = config.server.listen;
         let tls_config = config.server.tls.clone();
+        // SIGHUP would end the process by default, start-up included: it is taken from the
+        // first moment. With TLS the certificate reloader acts on it too.
+        take_hangups(tls_config.is_none());
         let app = cratedock::app::App::open(config)?;
         app.prepare().await?;
         let tls = match tls_config {
@@ -188,11 +191,6 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
             }
             None => None,
         };
-        if tls.is_none() {
-            // SIGHUP would end the process by default; with TLS the certificate reloader takes
-            // it, without TLS there is nothing to reload, and it must not stop the server.
-            ignore_hangups();
-        }
         let plain = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -274,14 +272,17 @@ fn health(url: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Takes SIGHUP (the usual "reload" signal) when nothing reloads on it, logging it.
-fn ignore_hangups() {
+/// Takes SIGHUP (the usual "reload" signal) so that it never stops cratedock; `log`: say so
+/// (without TLS nothing reloads on it; with TLS the certificate reloader logs its reload).
+fn take_hangups(log: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: nothing to reload without TLS; still serving");
+                    if log {
+                        tracing::info!("SIGHUP: nothing to reload without TLS; still serving");
+                    }
                 }
             });
         }

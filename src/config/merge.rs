@@ -134,6 +134,20 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
         });
     }
     let norm = |s: &str| s.replace('-', "_");
+    // A registry's keys are typed by its kind (a private registry's keys are not a mirror's).
+    let kind = match segments.as_slice() {
+        [first, name, _, ..] if first == "registries" => table
+            .get("registries")
+            .and_then(toml::Value::as_table)
+            .and_then(|r| {
+                r.iter()
+                    .find(|(k, _)| norm(&k.to_ascii_lowercase()) == norm(name))
+            })
+            .and_then(|(_, v)| v.get("kind"))
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
     let mut t = &mut *table;
     let mut resolved = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
@@ -144,9 +158,11 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
             .unwrap_or_else(|| seg.clone());
         resolved.push(key.clone());
         if i + 1 == segments.len() {
-            let value = value_for(&resolved, raw).map_err(|message| ConfigError::Parse {
-                origin: origin(),
-                message,
+            let value = value_for(&resolved, kind.as_deref(), raw).map_err(|message| {
+                ConfigError::Parse {
+                    origin: origin(),
+                    message,
+                }
             })?;
             t.insert(key, value);
         } else {
@@ -165,16 +181,19 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
 /// The value of `raw` for the key at `path`, typed as that key is typed: text for string keys,
 /// a number for number keys, and so on. A key cratedock does not know is kept as text (the
 /// merged configuration then names it as unknown).
-fn value_for(path: &[String], raw: &str) -> Result<toml::Value, String> {
+fn value_for(path: &[String], kind: Option<&str>, raw: &str) -> Result<toml::Value, String> {
     let schema = match toml::Value::try_from(Config::with_every_key()) {
         Ok(v) => v,
         Err(e) => return Err(format!("cannot describe the configuration's keys: {e}")),
     };
     let mut shape = Some(&schema);
     for (i, seg) in path.iter().enumerate() {
-        // Every registry has the shape of the example one.
+        // Every registry has the shape of the example one of its kind.
         let seg = if i == 1 && path[0] == "registries" {
-            "crates-io"
+            match kind {
+                Some("private") => "internal",
+                _ => "crates-io",
+            }
         } else {
             seg.as_str()
         };
@@ -353,5 +372,26 @@ mod tests {
             panic!("a mirror")
         };
         assert_eq!((m.token.as_ref().unwrap().expose(), m.retries), ("007", 5));
+
+        // A private registry's keys are typed as a private registry's.
+        let c = merge(
+            "",
+            &[
+                ("CRATEDOCK__REGISTRIES__INTERNAL__MAX_UPLOAD_BYTES", "1000"),
+                ("CRATEDOCK__REGISTRIES__INTERNAL__AUTH_REQUIRED", "false"),
+                (
+                    "CRATEDOCK__REGISTRIES__INTERNAL__ALLOW_UPSTREAM_NAMES",
+                    "[\"acme-*\"]",
+                ),
+            ],
+            &CliOverrides::default(),
+        )
+        .unwrap();
+        let RegistryConfig::Private(p) = &c.registries["internal"] else {
+            panic!("a private registry")
+        };
+        assert_eq!(p.max_upload_bytes, 1000);
+        assert!(!p.auth_required);
+        assert_eq!(p.allow_upstream_names.len(), 1);
     }
 }

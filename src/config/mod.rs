@@ -55,7 +55,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Base URL clients reach cratedock at; empty means `http://` plus the request's Host.
+    /// Base URL clients reach cratedock at; empty means the connection's scheme (`http://` or
+    /// `https://`) plus the request's Host.
     pub public_url: String,
     pub shutdown_grace_ms: u64,
     /// On SIGTERM, report not ready while still serving for this long, then drain.

@@ -22,8 +22,16 @@ use crate::registry::{OwnersChange, RegistryError};
 /// index line written, its record not) is what the registry's ordering guards against in a
 /// crash, and a client's disconnect must not be a way to cause one.
 async fn to_the_end<T: Send + 'static>(
+    app: &Arc<App>,
     change: impl std::future::Future<Output = Result<T, RegistryError>> + Send + 'static,
 ) -> Result<T, ApiError> {
+    // Shutdown waits for it too (`App::settle`).
+    let in_flight = app.change_started();
+    let change = async move {
+        let result = change.await;
+        drop(in_flight);
+        result
+    };
     match tokio::spawn(change).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(format!("a registry change failed: {e}"))),
@@ -53,8 +61,10 @@ pub(super) async fn publish(
         .receive(&acting.caller, req.into_body().into_data_stream())
         .await?;
     let (private, caller) = (private.clone(), acting.caller);
-    let published =
-        to_the_end(async move { private.publish(&caller, upload, base.as_deref()).await }).await?;
+    let published = to_the_end(&app, async move {
+        private.publish(&caller, upload, base.as_deref()).await
+    })
+    .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -97,7 +107,10 @@ async fn set_yanked(
     let name = CrateName::new(&name)?;
     let version = Version::new(&version)?;
     let caller = acting.caller;
-    to_the_end(async move { private.yank(&caller, &name, &version, yanked).await }).await?;
+    to_the_end(&app, async move {
+        private.yank(&caller, &name, &version, yanked).await
+    })
+    .await?;
     Ok(ok())
 }
 
@@ -151,9 +164,10 @@ async fn change_owners(
         ApiError::bad_request("the body needs `users`: a list of logins (`team:NAME` for a team)")
     })?;
     let (private, caller) = (private.clone(), acting.caller);
-    let msg =
-        to_the_end(async move { private.change_owners(&caller, &name, &logins, change).await })
-            .await?;
+    let msg = to_the_end(&app, async move {
+        private.change_owners(&caller, &name, &logins, change).await
+    })
+    .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "ok": true, "msg": msg }),
@@ -206,6 +220,9 @@ pub(super) async fn delete_version(
     let name = CrateName::new(&name)?;
     let version = Version::new(&version)?;
     let ctx = admin.ctx;
-    to_the_end(async move { private.delete_version(&ctx, &name, &version).await }).await?;
+    to_the_end(&app, async move {
+        private.delete_version(&ctx, &name, &version).await
+    })
+    .await?;
     Ok(ok())
 }

@@ -188,7 +188,10 @@ impl Allowed {
         for entry in listed {
             match registries.get(&entry) {
                 Some(RegistryConfig::Mirror(m)) => {
+                    // A mirror stands for its upstream: dependencies recorded with the
+                    // upstream's own URL (or as crates.io's, for a crates.io mirror) pass too.
                     out.crates_io |= m.is_crates_io();
+                    out.urls.push(checks::url_key(&m.upstream));
                     out.registries.push(entry);
                 }
                 Some(RegistryConfig::Private(_)) => out.registries.push(entry),
@@ -355,5 +358,37 @@ impl Private {
             .publishes
             .with_label_values(&[self.name.as_str(), result, reason])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MirrorConfig;
+
+    #[test]
+    fn a_mirror_allowed_as_a_dependency_registry_stands_for_its_upstream() {
+        let mut registries = BTreeMap::new();
+        let crates_io = MirrorConfig::new("https://index.crates.io/");
+        let corp = MirrorConfig::new("https://registry.corp.example/index/");
+        registries.insert("crates-io".into(), RegistryConfig::Mirror(crates_io));
+        registries.insert("corp".into(), RegistryConfig::Mirror(corp));
+        registries.insert(
+            "internal".into(),
+            RegistryConfig::Private(PrivateConfig::default()),
+        );
+        // Absent list: every mirror.
+        let all = Allowed::resolve(&PrivateConfig::default(), &registries);
+        assert!(all.crates_io);
+        assert!(all.urls.contains(&checks::url_key(
+            "sparse+https://registry.corp.example/index/"
+        )));
+        let only_corp = PrivateConfig {
+            dependency_registries: Some(vec!["corp".into()]),
+            ..PrivateConfig::default()
+        };
+        let some = Allowed::resolve(&only_corp, &registries);
+        assert!(!some.crates_io, "crates.io is not among them");
+        assert_eq!(some.registries, ["corp"]);
     }
 }
