@@ -209,3 +209,40 @@ async fn search_shows_a_reader_only_the_crates_it_may_read() {
     assert_eq!(some["meta"]["total"], 1, "{some}");
     assert_eq!(some["crates"][0]["name"], "team-a-core", "{some}");
 }
+
+#[tokio::test]
+async fn yank_and_delete_find_a_crate_by_either_spelling_of_its_name() {
+    crate::support::init();
+    let upstream = FakeUpstream::start().await;
+    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let alice = user_with(&cd, "alice", "internal", &["publish", "yank"]);
+    for vers in ["1.0.0", "1.0.1"] {
+        let a = publish(&cd, "internal", Some(&alice), body("under_score", vers)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    // cargo may name it `under-score`: the same crate.
+    assert_eq!(
+        yank(&cd, "internal", &alice, "Under-Score", "1.0.0").await,
+        200
+    );
+    let lines = parse_index(
+        &index_file(&cd.data_dir, "internal", "under_score").unwrap(),
+        "under_score",
+    );
+    assert_eq!(lines[0]["yanked"], true, "{lines:?}");
+    let out = cd.admin(&[
+        "crate",
+        "delete",
+        "under-score",
+        "1.0.1",
+        "--registry",
+        "internal",
+    ]);
+    assert!(text(&out).contains("deleted"), "{}", text(&out));
+    let lines = parse_index(
+        &index_file(&cd.data_dir, "internal", "under_score").unwrap(),
+        "under_score",
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(!crate_path(&cd.data_dir, "internal", "under_score", "1.0.1").exists());
+}
