@@ -26,6 +26,7 @@ pub enum ApiError {
     PayloadTooLarge(String),
     /// A check cannot be made now; a retry later may pass.
     Unavailable(String),
+    UriTooLong(String),
     /// The upstream failed; `cause` (for the log) may hold internals that `detail` leaves out.
     BadGateway {
         detail: String,
@@ -104,6 +105,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +122,7 @@ impl ApiError {
             | Self::Conflict(d)
             | Self::PayloadTooLarge(d)
             | Self::Unavailable(d)
+            | Self::UriTooLong(d)
             | Self::Unauthorized { detail: d, .. }
             | Self::BadGateway { detail: d, .. }
             | Self::GatewayTimeout { detail: d, .. } => d,

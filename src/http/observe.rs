@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use tracing::Instrument;
 
+use super::ApiError;
 use super::error::ErrorCause;
 use crate::app::App;
 use crate::net::ConnInfo;
@@ -20,6 +21,9 @@ use crate::net::ConnInfo;
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// The longest path and query accepted (414 beyond).
+const MAX_URL: usize = 8 * 1024;
 
 /// An incoming `x-request-id` is kept when it is short and printable; otherwise one is made.
 fn request_id(req: &Request) -> HeaderValue {
@@ -65,7 +69,16 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         .http_versions
         .with_label_values(&[version])
         .inc();
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    // No route takes a long URL: cargo's longest are a crate name and a version.
+    let too_long = req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().len() > MAX_URL);
+    let mut resp = if too_long {
+        ApiError::UriTooLong(format!("the URL is longer than {MAX_URL} bytes")).into_response()
+    } else {
+        next.run(req).instrument(span.clone()).await
+    };
     let status = resp.status();
     let route = route.as_deref().unwrap_or("unmatched");
     let m = &app.metrics;

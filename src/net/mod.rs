@@ -111,6 +111,9 @@ async fn serve_connection<I>(
     }
 }
 
+/// The largest HTTP/1.1 request head (request line and headers) accepted.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
 /// Serves `router` on the listeners until `shutdown` completes and the connections drained
 /// (or the grace period ran out). Returns the end of the grace period, for the caller's own
 /// clean-up.
@@ -126,14 +129,21 @@ pub async fn serve(
         readiness,
     } = serving;
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Limits on what a client may send, stated here rather than left to defaults: a request
+    // head of at most 64 KiB on HTTP/1.1 (431 beyond), 16 KiB of headers on HTTP/2, and HTTP/2
+    // streams reset by the client (rapid reset) or by errors bounded before a GOAWAY.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .max_buf_size(MAX_REQUEST_HEAD)
         .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
+        .max_header_list_size(16 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(1024)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder: Builder = Arc::new(builder);

@@ -153,3 +153,26 @@ async fn sighup_without_tls_is_taken_and_the_server_keeps_serving() {
     config_json(&cd).await;
     assert!(cd.terminate().await.success(), "a clean exit after SIGHUP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_urls_and_request_heads_get_414_and_431() {
+    let up = FakeUpstream::start().await;
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let long_path = format!("/crates-io/index/{}", "a".repeat(9000));
+    let r = cd.get(&long_path).await;
+    assert_eq!(r.status(), 414);
+    assert!(detail(r).await.contains("longer than 8192 bytes"));
+
+    // A request head over 64 KiB: refused before any handler runs, and the server goes on.
+    let mut conn = TcpStream::connect(("127.0.0.1", cd.port)).await.unwrap();
+    let big = "x".repeat(70 * 1024);
+    let req = format!("GET /health/live HTTP/1.1\r\nhost: localhost\r\nx-big: {big}\r\n\r\n");
+    // The server may answer and close before it has read everything.
+    let _ = conn.write_all(req.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(cd.get("/health/live").await.status(), 200);
+    assert_eq!(up.hits("/"), 0);
+}
