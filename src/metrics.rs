@@ -83,6 +83,13 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
+        // CPU time, resident memory, open and maximum file descriptors, threads, start time.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry

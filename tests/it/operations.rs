@@ -35,6 +35,9 @@ async fn metrics_and_health_are_served() {
             env!("CARGO_PKG_VERSION"),
             "\"} 1"
         ),
+        "cratedock_process_resident_memory_bytes ",
+        "cratedock_process_open_fds ",
+        "cratedock_process_cpu_seconds_total ",
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
