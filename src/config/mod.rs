@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// On SIGTERM, report not ready while still serving for this long, then drain.
     pub shutdown_delay_ms: u64,
+    /// A connection with no new request for this long is closed (gracefully).
+    pub idle_timeout_ms: u64,
     /// Open connections at most (plain and HTTPS together); beyond it, accepting waits.
     pub max_connections: usize,
     /// A client must send a request's headers within this time, or the connection is closed.
@@ -197,6 +199,7 @@ impl Default for ServerConfig {
             public_url: String::new(),
             shutdown_grace_ms: 30_000,
             shutdown_delay_ms: 2_000,
+            idle_timeout_ms: 120_000,
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
             h2c_upgrade: true,

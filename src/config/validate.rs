@@ -41,6 +41,9 @@ impl Config {
                 );
             }
         }
+        if self.server.idle_timeout_ms == 0 {
+            return invalid("server.idle_timeout_ms must be positive".into());
+        }
         if self.server.max_connections == 0 || self.server.header_read_timeout_ms == 0 {
             return invalid(
                 "server.max_connections and server.header_read_timeout_ms must be positive".into(),

@@ -5,8 +5,9 @@
 //!
 //! The rule this module keeps: it knows connections, not routes. Every connection is served
 //! the router it is handed, with a [`ConnInfo`] in each request, so every route gets TLS and
-//! client identity for free; on shutdown it stops accepting at once, reports not-ready, and
-//! lets in-flight requests finish within the grace period.
+//! client identity for free; on shutdown it reports not-ready while it goes on serving for the
+//! configured delay, then stops accepting and lets in-flight requests finish within the grace
+//! period; a connection on which no request arrives for the idle timeout is closed gracefully.
 
 mod deadline;
 mod h2c;
@@ -22,7 +23,6 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -89,24 +89,74 @@ async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAd
     }
 }
 
+/// What every connection watches: the server's stop signal, and its own idleness.
+#[derive(Clone)]
+struct Watch {
+    /// Turns true when the server stops; the connection then ends gracefully.
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// Held by every open connection; the drain waits until none is left.
+    open: tokio::sync::mpsc::Sender<()>,
+    idle_timeout: Duration,
+}
+
+/// Milliseconds since the process started, for a connection's last-request clock.
+fn uptime_ms(started: std::time::Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
 async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
     router: axum::Router,
     builder: Builder,
-    watcher: Watcher,
+    watch: Watch,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Watch {
+        mut stop,
+        open: _open,
+        idle_timeout,
+    } = watch;
+    // When the connection last received a request (HTTP/2 clients answer pings, so only
+    // requests count as activity).
+    let started = std::time::Instant::now();
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = last.clone();
     let service = router.map_request(move |mut req: http::Request<Incoming>| {
+        seen.store(uptime_ms(started), std::sync::atomic::Ordering::Relaxed);
         req.extensions_mut().insert(info.clone());
         req
     });
     let conn = builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    tokio::pin!(conn);
+    let mut idle_check = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(10)));
+    let mut ending = false;
+    let idle_ms = idle_timeout.as_millis() as u64;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            changed = stop.changed(), if !ending => {
+                if changed.is_err() || *stop.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+            }
+            _ = idle_check.tick(), if !ending => {
+                let since = uptime_ms(started)
+                    .saturating_sub(last.load(std::sync::atomic::Ordering::Relaxed));
+                if since >= idle_ms {
+                    tracing::debug!(idle_ms = since, "closing an idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
@@ -149,8 +199,13 @@ pub async fn serve(
     let builder: Builder = Arc::new(builder);
     // Each connection holds a permit; when none is left, accepting waits (backpressure).
     let permits = Arc::new(tokio::sync::Semaphore::new(server_cfg.max_connections));
-    let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watch = Watch {
+        stop: stop_rx.clone(),
+        open: open_tx,
+        idle_timeout: Duration::from_millis(server_cfg.idle_timeout_ms),
+    };
 
     let Listeners { plain, tls } = listeners;
     if let Some((listener, server)) = &tls {
@@ -192,7 +247,7 @@ pub async fn serve(
             stream = accept(&plain) => {
                 let Some((stream, peer)) = stream else { continue };
                 let info = ConnInfo { tls: false, peer: Some(peer), principal: None };
-                let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+                let (router, builder, watcher) = (router.clone(), builder.clone(), watch.clone());
                 if !server_cfg.h2c_upgrade {
                     let stream = FirstBytes::within(stream, header_timeout);
                     tokio::spawn(serve_connection(stream, info, router, builder, watcher, permit));
@@ -216,7 +271,7 @@ pub async fn serve(
             }
             (stream, server) = tls_accept => {
                 let Some((stream, addr)) = stream else { continue };
-                let (router, builder, watcher) = (router.clone(), builder.clone(), graceful.watcher());
+                let (router, builder, watcher) = (router.clone(), builder.clone(), watch.clone());
                 tokio::spawn(async move {
                     match server.accept(stream).await {
                         Ok((stream, peer)) => {
@@ -242,8 +297,10 @@ pub async fn serve(
         "shutting down: draining connections"
     );
     let deadline = tokio::time::Instant::now() + grace;
-    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections drained"),
+    // Every connection holds a sender; when the last one ends, `recv` answers `None`.
+    drop(watch);
+    match tokio::time::timeout_at(deadline, open_rx.recv()).await {
+        Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing the remaining connections"),
     }
     Ok(deadline)

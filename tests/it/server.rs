@@ -176,3 +176,40 @@ async fn oversized_urls_and_request_heads_get_414_and_431() {
     assert_eq!(cd.get("/health/live").await.status(), 200);
     assert_eq!(up.hits("/"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_client_gives_up_its_connection_slot_after_the_idle_timeout() {
+    let up = FakeUpstream::start().await;
+    let cd = Cratedock::start(&format!(
+        "[server]\nmax_connections = 1\nidle_timeout_ms = 500\n{}",
+        mirror_config(&up.index_url(), "")
+    ))
+    .await;
+    // An HTTP/2 client (prior knowledge) makes one request and stays connected: it answers
+    // the server's pings, so only the idle timeout frees its slot.
+    let idle = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_keep_alive_interval(Duration::from_millis(100))
+        .http2_keep_alive_while_idle(true)
+        .build()
+        .unwrap();
+    let r = idle.get(cd.url("/health/live")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+
+    // Another client is served once the idle one's connection is closed.
+    let other = tokio::time::timeout(
+        Duration::from_secs(20),
+        http_client().get(cd.url("/health/live")).send(),
+    )
+    .await
+    .expect("served once the idle connection was closed")
+    .unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(
+        cd.log().contains("closing an idle connection"),
+        "{}",
+        cd.log()
+    );
+    drop(idle);
+}
