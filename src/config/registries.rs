@@ -55,6 +55,9 @@ pub struct MirrorConfig {
     /// The longest an index file counts as fresh, whatever the upstream says.
     #[serde(default = "d::max_freshness_ms")]
     pub max_freshness_ms: u64,
+    /// Requests in flight to the upstream at once; more wait for a free one.
+    #[serde(default = "d::max_upstream_connections")]
+    pub max_connections: u32,
     /// Names that belong to the company's private registries: never served from the upstream.
     #[serde(default)]
     pub reserved_names: Vec<CrateGlob>,
@@ -107,6 +110,9 @@ pub(in crate::config) mod d {
     pub(in crate::config) fn negative_ttl_ms() -> u64 {
         30_000
     }
+    pub(in crate::config) fn max_upstream_connections() -> u32 {
+        32
+    }
     pub(in crate::config) fn max_freshness_ms() -> u64 {
         24 * 3600 * 1000
     }
@@ -144,6 +150,7 @@ impl MirrorConfig {
             revalidate_wait_ms: d::revalidate_wait_ms(),
             negative_ttl_ms: d::negative_ttl_ms(),
             max_freshness_ms: d::max_freshness_ms(),
+            max_connections: d::max_upstream_connections(),
             reserved_names: Vec::new(),
             crates_io: None,
         }

@@ -113,6 +113,11 @@ impl Config {
                     "registries.{name}: system_roots = false needs a ca_bundle to trust"
                 ));
             }
+            if m.max_connections == 0 || m.max_connections > 4096 {
+                return invalid(format!(
+                    "registries.{name}.max_connections must be between 1 and 4096"
+                ));
+            }
             if m.retries > 10 {
                 return invalid(format!("registries.{name}.retries is at most 10"));
             }

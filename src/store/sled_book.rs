@@ -240,6 +240,21 @@ mod tests {
         assert_eq!(book.totals().index_files, 0);
     }
 
+    /// Opens the database again once the dropped one has let go of its lock (sled's flusher
+    /// thread may hold it for a moment after the drop).
+    async fn reopen(path: &std::path::Path) -> SledBook {
+        for _ in 0..500 {
+            match SledBook::open(path) {
+                Ok(book) => return book,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the database's lock was not released within 5 s")
+    }
+
     #[tokio::test]
     async fn sled_and_memory_keep_the_same_books() {
         exercise(&MemoryBook::default()).await;
@@ -249,7 +264,7 @@ mod tests {
             exercise(&sled).await;
             sled.flush().await.unwrap();
         }
-        let reopened = SledBook::open(&dir.path().join("meta")).unwrap();
+        let reopened = reopen(&dir.path().join("meta")).await;
         assert_eq!(reopened.totals().crate_bytes, 12, "totals are stored");
     }
 

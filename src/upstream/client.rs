@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use rustls::RootCertStore;
 
 use super::retry::parse_retry_after;
+use super::tls::{tls_config, tls_error};
 use super::{
     CrateAnswer, CrateStream, Failure, IndexAnswer, RetryPolicy, Upstream, UpstreamError,
     Validators, freshness,
@@ -18,7 +19,6 @@ use super::{
 use crate::config::MirrorConfig;
 use crate::metrics::Metrics;
 use crate::names::RegistryName;
-use crate::net::pem;
 
 /// Index files above this size are refused (crates.io's largest are a few MB).
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
@@ -39,18 +39,6 @@ impl Kind {
     }
 }
 
-/// The system's trusted roots, loaded once and shared by every upstream.
-pub fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    let loaded = rustls_native_certs::load_native_certs();
-    for e in &loaded.errors {
-        tracing::warn!(error = %e, "could not load some system CA certificates");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(loaded.certs);
-    tracing::debug!(added, ignored, "loaded system CA certificates");
-    roots
-}
-
 /// The upstream of one mirror registry.
 pub(crate) struct HttpUpstream {
     registry: RegistryName,
@@ -63,48 +51,8 @@ pub(crate) struct HttpUpstream {
     download_timeout: Duration,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
-}
-
-fn tls_config(
-    registry: &RegistryName,
-    cfg: &MirrorConfig,
-    system_roots: &RootCertStore,
-) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = if cfg.system_roots {
-        system_roots.clone()
-    } else {
-        RootCertStore::empty()
-    };
-    if let Some(path) = &cfg.ca_bundle {
-        let certs = pem::read_certs(path)
-            .map_err(|e| anyhow::anyhow!("registries.{registry}.ca_bundle: {e}"))?;
-        for cert in certs {
-            roots.add(cert).map_err(|e| {
-                anyhow::anyhow!("registries.{registry}.ca_bundle: {}: {e}", path.display())
-            })?;
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(crate::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut tls = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = pem::read_certs(cert)
-                .map_err(|e| anyhow::anyhow!("registries.{registry}.client_cert_file: {e}"))?;
-            let key_der = pem::read_key(key)
-                .map_err(|e| anyhow::anyhow!("registries.{registry}.client_key_file: {e}"))?;
-            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                anyhow::anyhow!(
-                    "registries.{registry}: the key in {} does not fit the certificate in {}: {e}",
-                    key.display(),
-                    cert.display()
-                )
-            })?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tls)
+    /// Requests in flight to this upstream at once (each holds a connection on HTTP/1.1).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpUpstream {
@@ -150,6 +98,7 @@ impl HttpUpstream {
             download_timeout: Duration::from_millis(cfg.download_timeout_ms),
             retry: RetryPolicy::new(cfg.retries),
             metrics,
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections as usize)),
         })
     }
 
@@ -202,16 +151,23 @@ impl HttpUpstream {
         }
     }
 
-    /// Sends one GET. 5xx and 429 are errors (with the `Retry-After` of 429 and 503); any
-    /// other status is returned for the caller to judge. The token is sent only to the
-    /// upstream's own origin, never to another host that `dl` names (a CDN, a blob store).
+    /// Sends one GET, in one of the upstream's slots (held until the caller drops it, after
+    /// the body). 5xx and 429 are errors (with the `Retry-After` of 429 and 503); any other
+    /// status is returned for the caller to judge. The token is sent only to the upstream's own
+    /// origin, never to another host that `dl` names (a CDN, a blob store).
     async fn send(
         &self,
         url: &str,
         headers: &HeaderMap,
         kind: Kind,
         what: &str,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<(reqwest::Response, Slot), UpstreamError> {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the upstream's slots are never closed");
         let mut req = self.client.get(url).headers(headers.clone());
         if let Some(t) = &self.token
             && url.starts_with(&self.origin)
@@ -235,7 +191,7 @@ impl HttpUpstream {
             }
             return Err(e);
         }
-        Ok(resp)
+        Ok((resp, slot))
     }
 
     /// One attempt at an index file: the request and its whole body.
@@ -245,7 +201,7 @@ impl HttpUpstream {
         headers: &HeaderMap,
         what: &str,
     ) -> Result<IndexAnswer, UpstreamError> {
-        let resp = self.send(url, headers, Kind::Index, what).await?;
+        let (resp, _slot) = self.send(url, headers, Kind::Index, what).await?;
         match resp.status() {
             StatusCode::OK => {
                 let now = SystemTime::now();
@@ -305,7 +261,7 @@ impl HttpUpstream {
     /// One attempt at a crate file, up to its head; the body streams later.
     async fn crate_attempt(&self, url: &str, what: &str) -> Result<CrateAnswer, UpstreamError> {
         let started = Instant::now();
-        let resp = match self.send(url, &HeaderMap::new(), Kind::Crate, what).await {
+        let (resp, slot) = match self.send(url, &HeaderMap::new(), Kind::Crate, what).await {
             Ok(r) => r,
             Err(e) => {
                 self.record(Kind::Crate, e.outcome(), started);
@@ -344,6 +300,7 @@ impl HttpUpstream {
             registry: self.registry.clone(),
             started,
             outcome: None,
+            _slot: slot,
         };
         let what = what.to_owned();
         let chunks = futures_util::stream::unfold(Some((resp, tally)), move |state| {
@@ -381,7 +338,12 @@ struct Tally {
     registry: RegistryName,
     started: Instant,
     outcome: Option<&'static str>,
+    /// The upstream slot the download holds until its body ends.
+    _slot: Slot,
 }
+
+/// A place among an upstream's requests in flight.
+type Slot = tokio::sync::OwnedSemaphorePermit;
 
 impl Drop for Tally {
     fn drop(&mut self) {
@@ -460,25 +422,6 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// The TLS error behind a failed request, if that is what failed.
-fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // An I/O error's `source` skips the error it wraps: step into that one instead.
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    None
 }
 
 /// The error and its causes on one line (reqwest's Display stops at the outermost).

@@ -9,11 +9,12 @@ mod client;
 mod error;
 mod freshness;
 mod retry;
+mod tls;
 
 pub(crate) use client::HttpUpstream;
-pub use client::system_roots;
 pub(crate) use error::{Blame, Failure, UpstreamError};
 pub(crate) use retry::RetryPolicy;
+pub use tls::system_roots;
 
 use std::time::Duration;
 

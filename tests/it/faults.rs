@@ -324,3 +324,36 @@ async fn the_upstream_token_never_goes_to_another_origin() {
         "the token is never logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_an_upstream_are_bounded_by_max_connections() {
+    let up = FakeUpstream::start().await;
+    let names: Vec<String> = (0..16).map(|i| format!("cold{i:02}")).collect();
+    for n in &names {
+        up.publish(build(CrateSpec::new(n, "1.0.0")));
+    }
+    let cd = Cratedock::start(&mirror_config(&up.index_url(), "max_connections = 4")).await;
+    let delay = Duration::from_millis(300);
+    up.set_fault(Fault::Delay(delay), Target::Index);
+    let client = http_client();
+    let requests = names.iter().map(|n| {
+        let url = cd.url(&format!("/crates-io/index/co/ld/{n}"));
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    });
+    for status in futures_util::future::join_all(requests).await {
+        assert_eq!(status, 200);
+    }
+    // With at most 4 in flight, the 5th request can only start once one of the 4 before it
+    // has had its answer, which the upstream holds back for `delay`.
+    let arrivals = up.arrivals("/index/co/ld/");
+    assert_eq!(arrivals.len(), names.len());
+    for (k, first) in arrivals.iter().enumerate() {
+        if let Some(fifth) = arrivals.get(k + 4) {
+            assert!(
+                fifth.duration_since(*first) >= delay,
+                "more than 4 requests in flight: {arrivals:?}"
+            );
+        }
+    }
+}
