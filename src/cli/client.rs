@@ -82,45 +82,36 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .header("authorization", format!("Bearer {}", self.token.expose()));
+        let mut req = self.request(method.clone(), path);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(b)?);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach cratedock at {}", self.base))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let detail = detail_of(&value, &bytes);
-            anyhow::bail!("{method} {path}: {status}: {detail}");
+        match self.exchange(req).await? {
+            Ok(value) => Ok(value),
+            Err((code, detail)) => {
+                // As `404 Not Found`, not a bare number.
+                let status = reqwest::StatusCode::from_u16(code)
+                    .map_or_else(|_| code.to_string(), |s| s.to_string());
+                anyhow::bail!("{method} {path}: {status}: {detail}")
+            }
         }
-        Ok(value)
     }
 
-    /// `cargo publish`'s request: the framed body to `PUT {registry}/api/v1/crates/new`. A
-    /// refusal is `Ok(Err((status, detail)))`, so the caller can tell "already there" apart.
-    pub(super) async fn publish(
-        &self,
-        registry: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<Result<Value, (u16, String)>> {
-        let url = format!("{}/{registry}/api/v1/crates/new", self.base);
-        let resp = self
-            .http
-            .put(&url)
+    /// A request to `path` with the admin token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.token.expose()))
-            .header("content-type", "application/octet-stream")
-            .header("accept", "application/json")
-            .body(body)
+    }
+
+    /// Sends `req`: the JSON answer, or a refusal's status and detail.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<Result<Value, (u16, String)>> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach cratedock at {}", self.base))?;
@@ -131,6 +122,22 @@ impl Client {
             return Ok(Ok(value));
         }
         Ok(Err((status.as_u16(), detail_of(&value, &bytes))))
+    }
+
+    /// `cargo publish`'s request: the framed body to `PUT {registry}/api/v1/crates/new`. A
+    /// refusal is `Ok(Err((status, detail)))`, so the caller can tell "already there" apart.
+    pub(super) async fn publish(
+        &self,
+        registry: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Result<Value, (u16, String)>> {
+        let path = format!("/{registry}/api/v1/crates/new");
+        let req = self
+            .request(reqwest::Method::PUT, &path)
+            .header("content-type", "application/octet-stream")
+            .header("accept", "application/json")
+            .body(body);
+        self.exchange(req).await
     }
 
     pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
