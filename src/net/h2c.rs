@@ -417,15 +417,20 @@ mod tests {
         assert_eq!(&out[..3], &[127, 73, b'x']);
     }
 
+    /// cargo's side of an upgrade on `client`: its request sent, the `101` read.
+    async fn upgraded_client(mut client: tokio::io::DuplexStream) -> tokio::io::DuplexStream {
+        client.write_all(CARGO_REQUEST).await.unwrap();
+        let mut answer = vec![0u8; 71];
+        client.read_exact(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+        client
+    }
+
     #[tokio::test]
     async fn the_preface_is_followed_by_the_upgraded_request() {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let (mut c_read, mut c_write) = tokio::io::split(client);
         let client = tokio::spawn(async move {
-            c_write.write_all(CARGO_REQUEST).await.unwrap();
-            let mut answer = vec![0u8; 71];
-            c_read.read_exact(&mut answer).await.unwrap();
-            assert!(answer.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+            let mut c_write = upgraded_client(client).await;
             // The preface with an empty SETTINGS frame, then a frame for stream 3.
             c_write.write_all(PREFACE).await.unwrap();
             c_write
@@ -454,18 +459,15 @@ mod tests {
     #[tokio::test]
     async fn a_settings_frame_over_16_kib_is_refused_before_it_is_read() {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let (mut c_read, mut c_write) = tokio::io::split(client);
         let client = tokio::spawn(async move {
-            c_write.write_all(CARGO_REQUEST).await.unwrap();
-            let mut answer = vec![0u8; 71];
-            c_read.read_exact(&mut answer).await.unwrap();
+            let mut c_write = upgraded_client(client).await;
             c_write.write_all(PREFACE).await.unwrap();
             // Announces 16 MiB of settings, sends none, and keeps the connection open.
             c_write
                 .write_all(&[0xff, 0xff, 0xff, 4, 0, 0, 0, 0, 0])
                 .await
                 .unwrap();
-            (c_read, c_write)
+            c_write
         });
         let opened = tokio::time::timeout(std::time::Duration::from_secs(10), open(server))
             .await

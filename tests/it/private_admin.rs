@@ -4,6 +4,14 @@
 use crate::support::publish::*;
 use crate::support::{Cratedock, FakeUpstream};
 
+/// A fake upstream and cratedock with the private registries `internal` and `sealed`.
+async fn private_registries() -> (FakeUpstream, Cratedock) {
+    crate::support::init();
+    let upstream = FakeUpstream::start().await;
+    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    (upstream, cd)
+}
+
 fn text(out: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -16,9 +24,7 @@ fn text(out: &std::process::Output) -> String {
 // runtime) answers the dependency-confusion checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_publishes_crate_files_and_folders_through_the_checks_and_skips_what_is_there() {
-    crate::support::init();
-    let upstream = FakeUpstream::start().await;
-    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let (_upstream, cd) = private_registries().await;
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("old-registry/ab");
     std::fs::create_dir_all(&nested).unwrap();
@@ -91,9 +97,7 @@ async fn import_publishes_crate_files_and_folders_through_the_checks_and_skips_w
 
 #[tokio::test]
 async fn an_admin_deletes_a_version_whose_number_is_never_accepted_again() {
-    crate::support::init();
-    let upstream = FakeUpstream::start().await;
-    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let (_upstream, cd) = private_registries().await;
     let alice = user_with(&cd, "alice", "internal", &["publish"]);
     for vers in ["1.0.0", "1.0.1"] {
         let a = publish(&cd, "internal", Some(&alice), body("takedown", vers)).await;
@@ -169,9 +173,7 @@ async fn an_admin_deletes_a_version_whose_number_is_never_accepted_again() {
 
 #[tokio::test]
 async fn search_shows_a_reader_only_the_crates_it_may_read() {
-    crate::support::init();
-    let upstream = FakeUpstream::start().await;
-    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let (_upstream, cd) = private_registries().await;
     let alice = user_with(&cd, "alice", "internal", &["publish"]);
     for name in ["team-a-core", "team-b-core"] {
         let a = publish(&cd, "internal", Some(&alice), body(name, "1.0.0")).await;
@@ -212,9 +214,7 @@ async fn search_shows_a_reader_only_the_crates_it_may_read() {
 
 #[tokio::test]
 async fn yank_and_delete_find_a_crate_by_either_spelling_of_its_name() {
-    crate::support::init();
-    let upstream = FakeUpstream::start().await;
-    let cd = Cratedock::start(&two_private_registries(&upstream.index_url())).await;
+    let (_upstream, cd) = private_registries().await;
     let alice = user_with(&cd, "alice", "internal", &["publish", "yank"]);
     for vers in ["1.0.0", "1.0.1"] {
         let a = publish(&cd, "internal", Some(&alice), body("under_score", vers)).await;
