@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::auth::Auth;
+use crate::cache::{Keeper, Limit};
 use crate::config::{Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::mirror::IndexMeta;
@@ -21,6 +22,25 @@ use crate::store::{
     open_db,
 };
 use crate::upstream::{HttpUpstream, system_roots};
+
+/// Fails with a message that says so when `dir` cannot be written (sled's own error would be
+/// read as a lock held by another process).
+pub fn writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    // Some bytes, synced: on a full disk an empty file can still be created.
+    let result = std::fs::File::create(&probe)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &[0u8; 65536]).and_then(|()| f.sync_all())
+        })
+        .and_then(|()| std::fs::remove_file(&probe));
+    let _ = std::fs::remove_file(&probe);
+    result.with_context(|| {
+        format!(
+            "the data folder {} is not writable by this process; give its user write access or set storage.data_dir",
+            dir.display()
+        )
+    })
+}
 
 /// Registry changes running in their own tasks (see `http::registry`), which shutdown waits for.
 #[derive(Debug, Default)]
@@ -48,6 +68,9 @@ pub struct App {
     privates: BTreeMap<String, Arc<Private>>,
     blobs: MemoryTier<Arc<IndexMeta>>,
     book: Arc<dyn CacheBook>,
+    keeper: Arc<Keeper>,
+    /// Checks run through the admin API.
+    pub jobs: crate::cache::jobs::Jobs,
 }
 
 impl App {
@@ -57,6 +80,7 @@ impl App {
         let dir = &config.storage.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+        writable(dir)?;
         let db = open_db(&dir.join("meta"))?;
         let book = SledBook::with_db(db.clone())?;
         let accounts = SledAccounts::with_db(db)?;
@@ -90,6 +114,14 @@ impl App {
         } else {
             rustls::RootCertStore::empty()
         };
+        let fs_below: Arc<dyn BlobStore> = Arc::new(blobs.clone());
+        let c = &config.cache;
+        let keeper = Arc::new(Keeper::new(
+            book.clone(),
+            fs_below.clone(),
+            Limit::new(c.disk_max_bytes, c.evict_high_percent, c.evict_low_percent),
+            metrics.clone(),
+        ));
         let mut mirrors = BTreeMap::new();
         for (name, registry) in &config.registries {
             let RegistryConfig::Mirror(cfg) = registry else {
@@ -106,10 +138,10 @@ impl App {
                 metrics: metrics.clone(),
                 coalesce_wait: Duration::from_millis(config.cache.coalesce_wait_ms),
                 max_crate_bytes: config.cache.max_crate_bytes,
+                keeper: keeper.clone(),
             });
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
-        let fs_below: Arc<dyn BlobStore> = Arc::new(blobs.clone());
         let mut privates = BTreeMap::new();
         for (name, registry) in &config.registries {
             let RegistryConfig::Private(cfg) = registry else {
@@ -147,6 +179,8 @@ impl App {
             privates,
             blobs,
             book,
+            keeper,
+            jobs: Default::default(),
         }))
     }
 
@@ -165,6 +199,16 @@ impl App {
         Ok(())
     }
 
+    /// The disk cache's keeper (eviction, pins, statistics).
+    pub fn keeper(&self) -> &Arc<Keeper> {
+        &self.keeper
+    }
+
+    /// The names of the mirror registries.
+    pub fn mirror_names(&self) -> impl Iterator<Item = &str> {
+        self.mirrors.keys().map(String::as_str)
+    }
+
     pub(crate) fn mirror(&self, name: &str) -> Option<&Arc<Mirror>> {
         self.mirrors.get(name)
     }
@@ -181,12 +225,49 @@ impl App {
         InFlightGuard(self.clone())
     }
 
-    /// Work to do once before serving: counting what the private registries hold.
+    /// Work to do once before serving: counting what the private registries hold, and
+    /// bringing the mirrors' bookkeeping and files into agreement (a crash may have left a
+    /// file without its record, or a record without its file).
     pub async fn prepare(&self) -> anyhow::Result<()> {
         for p in self.privates.values() {
             p.recount().await?;
         }
+        let report = self
+            .check_cache(
+                crate::cache::check::Options {
+                    repair: true,
+                    contents: false,
+                },
+                &|_, _| {},
+            )
+            .await
+            .context("cannot reconcile the cache's bookkeeping with its files")?;
+        tracing::info!(
+            files = report.files,
+            bytes = report.bytes,
+            fixed = report.problems.len(),
+            adopted = report.adopted,
+            "cache checked against its bookkeeping"
+        );
         Ok(())
+    }
+
+    /// Checks the mirrors' files against the bookkeeping (`cratedock verify` through the admin
+    /// API, and at start).
+    pub async fn check_cache(
+        &self,
+        opts: crate::cache::check::Options,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<crate::cache::check::Report, crate::store::StoreError> {
+        let mirrors: Vec<RegistryName> = self.mirrors.values().map(|m| m.name().clone()).collect();
+        let checker = crate::cache::check::Checker {
+            book: self.book.as_ref(),
+            disk: self.blobs.below(),
+            blobs: self.keeper.blobs().as_ref(),
+            mirrors: &mirrors,
+            progress,
+        };
+        checker.run(opts).await
     }
 
     /// Whether the registry requires auth; `None` when there is no such registry.

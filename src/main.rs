@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cratedock::cli::offline;
 use cratedock::config::{CliOverrides, Config, DEFAULT_TOML, LogFormat};
 
 #[derive(Parser)]
@@ -40,10 +41,37 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Exit 0 when the server at URL answers its liveness check (for container health checks).
+    /// Exit 0 when the server answers its liveness check (for container health checks): at
+    /// URL, or at the listener the configuration file names (loopback for 0.0.0.0). Never
+    /// through a proxy.
     Health {
-        #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
-        url: String,
+        #[arg(long, conflicts_with = "config")]
+        url: Option<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check every cached file's size and SHA-256 against the bookkeeping and the index lines,
+    /// on a data folder with the server stopped (`cratedock admin cache verify` checks a
+    /// running one). Names each bad file; exits non-zero when it finds a problem.
+    Verify {
+        #[command(flatten)]
+        folder: cratedock::cli::offline::FolderArgs,
+        /// Remove what is corrupt, drop records without files, adopt checked orphan files.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Evict least recently used mirror files now (server stopped; `cratedock admin cache gc`
+    /// for a running one), down to cache.disk_max_bytes' low watermark or --to BYTES.
+    Gc {
+        #[command(flatten)]
+        folder: cratedock::cli::offline::FolderArgs,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// The disk cache of a data folder with the server stopped: stats, purge.
+    Cache {
+        #[command(subcommand)]
+        command: cratedock::cli::offline::CacheOffline,
     },
 }
 
@@ -72,7 +100,47 @@ fn main() -> ExitCode {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
-        Command::Health { url } => health(&url),
+        Command::Health { url, config } => health(url, config),
+        Command::Verify { folder, repair } => offline::block_on(async {
+            let report = offline::Folder::open(&folder)?.verify(repair).await?;
+            print!("{}", offline::report_text(&report, repair));
+            anyhow::ensure!(
+                report.problems.is_empty(),
+                "{} problems found",
+                report.problems.len()
+            );
+            Ok(())
+        }),
+        Command::Gc { folder, to } => offline::block_on(async {
+            let done = offline::Folder::open(&folder)?.gc(to).await?;
+            println!(
+                "evicted {} files ({} bytes); {} bytes remain",
+                done.files, done.bytes, done.remaining_bytes
+            );
+            Ok(())
+        }),
+        Command::Cache { command } => offline::block_on(async {
+            match command {
+                offline::CacheOffline::Stats { folder } => {
+                    let stats = offline::Folder::open(&folder)?.stats().await?;
+                    print!("{}", offline::stats_text(&stats));
+                }
+                offline::CacheOffline::Purge {
+                    spec,
+                    registry,
+                    folder,
+                } => {
+                    let removed = offline::Folder::open(&folder)?
+                        .purge(&registry, &spec)
+                        .await?;
+                    for f in &removed {
+                        println!("removed {f}");
+                    }
+                    println!("{} files removed", removed.len());
+                }
+            }
+            Ok(())
+        }),
         Command::Admin(args) => cratedock::cli::run(args),
     };
     match result {
@@ -208,7 +276,14 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let (stop_writer, stop) = tokio::sync::watch::channel(false);
         let interval =
             std::time::Duration::from_millis(app.config.auth.last_used_write_interval_ms);
+        let mut keeper_stop = stop.clone();
         let writer = tokio::spawn(app.auth.clone().write_last_used_every(interval, stop));
+        let keeper = tokio::spawn(app.keeper().clone().run(
+            std::time::Duration::from_millis(app.config.cache.usage_write_interval_ms),
+            async move {
+                let _ = keeper_stop.wait_for(|stop| *stop).await;
+            },
+        ));
         tracing::info!(registries = ?app.registry_names().collect::<Vec<_>>(), "serving");
         let serving = cratedock::net::Serving {
             router: cratedock::http::router(app.clone()),
@@ -223,6 +298,9 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let _ = stop_writer.send(true);
         if let Err(e) = writer.await {
             tracing::warn!(error = %e, "the last-used writer failed");
+        }
+        if let Err(e) = keeper.await {
+            tracing::warn!(error = %e, "the cache keeper failed");
         }
         app.flush().await
     })
@@ -248,13 +326,32 @@ fn warn_open_registries(app: &cratedock::app::App) {
     }
 }
 
-fn health(url: &str) -> anyhow::Result<()> {
+fn health(url: Option<String>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let url = match (url, config) {
+        (Some(u), _) => u,
+        (None, config) => {
+            let config = Config::load(config.as_deref(), &CliOverrides::default())?;
+            // The plain listener when there is one on a loopback-reachable address; TLS
+            // otherwise would need the CA, so the plain one is always used.
+            let mut addr = config.server.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}/health/live")
+        }
+    };
+    let url = url.as_str();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
+            // HTTP_PROXY in a container's environment must not catch a loopback check.
+            .no_proxy()
             .tls_backend_preconfigured(
                 rustls::ClientConfig::builder_with_provider(cratedock::crypto_provider())
                     .with_safe_default_protocol_versions()?

@@ -21,7 +21,7 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// Body bytes sent to clients, by kind (index, crate, other).
     pub bytes_served: IntCounterVec,
-    /// Cache lookups by kind (index, crate), tier answering (memory, disk, upstream) and result
+    /// Cache lookups by registry, kind (index, crate), tier answering (memory, disk, upstream) and result
     /// (hit, miss, stale, revalidated, negative).
     pub cache_results: IntCounterVec,
     /// Requests to upstreams, by registry, kind and outcome (ok, not_modified, not_found,
@@ -70,14 +70,35 @@ pub struct Metrics {
     pub yanks: IntCounterVec,
     /// Bytes of crate files held by each private registry.
     pub private_bytes: IntGaugeVec,
+    /// `cache.disk_max_bytes` (0: no limit).
+    pub cache_disk_limit: IntGauge,
+    /// Files evicted from the disk cache, by registry and kind (index, crate).
+    pub cache_evictions: IntCounterVec,
+    /// Bytes evicted from the disk cache, by registry.
+    pub cache_evicted_bytes: IntCounterVec,
+    /// Failed writes to the data folder, by area (cache, registry, metadata).
+    pub disk_write_errors: IntCounterVec,
+    /// 1 while writes to the data folder succeed, 0 after one failed until one succeeds.
+    pub disk_writable: IntGauge,
+    /// Response bodies that ended before their last byte once streaming had begun, by kind
+    /// (index, crate) and cause (upstream, disk, checksum, timeout, too_large).
+    pub responses_cut_short: IntCounterVec,
+    /// Every series name this registry can export (with the `cratedock_` prefix).
+    names: Vec<String>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry =
             Registry::new_custom(Some("cratedock".into()), None).expect("a static prefix is valid");
+        let names = std::cell::RefCell::new(Vec::<String>::new());
+        let named = |c: &dyn prometheus::core::Collector| {
+            let mut n = names.borrow_mut();
+            n.extend(c.desc().iter().map(|d| format!("cratedock_{}", d.fq_name)));
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            named(&c);
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -85,13 +106,14 @@ impl Metrics {
         };
         // CPU time, resident memory, open and maximum file descriptors, threads, start time.
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("unique metric");
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            named(&process);
+            registry.register(Box::new(process)).expect("unique metric");
+        }
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            named(&g);
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -103,6 +125,7 @@ impl Metrics {
                 labels,
             )
             .expect("valid metric");
+            named(&h);
             registry
                 .register(Box::new(h.clone()))
                 .expect("unique metric");
@@ -126,8 +149,8 @@ impl Metrics {
             ),
             cache_results: counter(
                 "cache_results_total",
-                "Cache lookups by kind, answering tier and result (hit, miss, stale, revalidated, negative).",
-                &["kind", "tier", "result"],
+                "Cache lookups by registry, kind, answering tier and result (hit, miss, stale, revalidated, negative).",
+                &["registry", "kind", "tier", "result"],
             ),
             upstream_requests: counter(
                 "upstream_requests_total",
@@ -219,12 +242,61 @@ impl Metrics {
                 "Bytes of crate files held by each private registry.",
                 &["registry"],
             ),
+            cache_disk_limit: {
+                let g = IntGauge::new(
+                    "cache_disk_limit_bytes",
+                    "cache.disk_max_bytes: the disk limit of mirror files (0: none).",
+                )
+                .expect("valid metric");
+                named(&g);
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            cache_evictions: counter(
+                "cache_evictions_total",
+                "Files evicted from the disk cache, by registry and kind.",
+                &["registry", "kind"],
+            ),
+            cache_evicted_bytes: counter(
+                "cache_evicted_bytes_total",
+                "Bytes evicted from the disk cache, by registry.",
+                &["registry"],
+            ),
+            disk_write_errors: counter(
+                "disk_write_errors_total",
+                "Failed writes to the data folder, by area (cache, registry, metadata).",
+                &["area"],
+            ),
+            disk_writable: {
+                let g = IntGauge::new(
+                    "disk_writable",
+                    "1 while writes to the data folder succeed; 0 after a failed one, until one succeeds.",
+                )
+                .expect("valid metric");
+                g.set(1);
+                named(&g);
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            responses_cut_short: counter(
+                "responses_cut_short_total",
+                "Response bodies that ended before their last byte after streaming began, by kind and cause.",
+                &["kind", "cause"],
+            ),
             // Exported once TLS is on (see `tls_in_use`): without TLS there is no certificate.
-            tls_cert_not_after: IntGauge::new(
-                "tls_certificate_not_after_timestamp_seconds",
-                "When the TLS certificate in use expires, in seconds since the epoch.",
-            )
-            .expect("valid metric"),
+            tls_cert_not_after: {
+                let g = IntGauge::new(
+                    "tls_certificate_not_after_timestamp_seconds",
+                    "When the TLS certificate in use expires, in seconds since the epoch.",
+                )
+                .expect("valid metric");
+                named(&g);
+                g
+            },
             build_info: {
                 let g = gauge(
                     "build_info",
@@ -235,7 +307,14 @@ impl Metrics {
                 g
             },
             registry,
+            names: names.take(),
         }
+    }
+
+    /// Every series name cratedock can export (histograms without their `_bucket`, `_sum`
+    /// and `_count` suffixes).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Exports the TLS certificate's expiry (called when the HTTPS listener is set up).
@@ -246,9 +325,45 @@ impl Metrics {
             .register(Box::new(self.tls_cert_not_after.clone()));
     }
 
-    pub fn cache(&self, kind: &str, tier: &str, result: &str) {
+    /// Notes how a write to the data folder in `area` went.
+    pub fn disk_write(&self, area: &str, ok: bool) {
+        if ok {
+            self.disk_writable.set(1);
+        } else {
+            self.disk_write_errors.with_label_values(&[area]).inc();
+            self.disk_writable.set(0);
+        }
+    }
+
+    /// Lookups of `registry` answered without fetching the file from the upstream (every
+    /// result but `miss`), and all its lookups, since start.
+    pub fn cache_hits(&self, registry: &str) -> (u64, u64) {
+        use prometheus::core::Collector;
+        let (mut hits, mut all) = (0, 0);
+        for family in self.cache_results.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                };
+                if label("registry").as_deref() != Some(registry) {
+                    continue;
+                }
+                let n = m.get_counter().get_value() as u64;
+                all += n;
+                if label("result").as_deref() != Some("miss") {
+                    hits += n;
+                }
+            }
+        }
+        (hits, all)
+    }
+
+    pub fn cache(&self, registry: &str, kind: &str, tier: &str, result: &str) {
         self.cache_results
-            .with_label_values(&[kind, tier, result])
+            .with_label_values(&[registry, kind, tier, result])
             .inc();
     }
 

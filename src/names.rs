@@ -133,7 +133,7 @@ impl fmt::Display for CrateName {
 
 /// A crate version: strict SemVer, at most 150 characters. The original string is kept because
 /// it is what the index line, the download URL and the file name use (build metadata included).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version {
     original: String,
 }

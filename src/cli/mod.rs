@@ -5,8 +5,11 @@
 //! The rule this module keeps: a token is read from a file or the environment, never from the
 //! command line, and never printed except by `token create`.
 
+mod cache;
 mod client;
 mod import;
+pub mod offline;
+mod progress;
 mod table;
 
 use std::path::PathBuf;
@@ -79,6 +82,11 @@ enum AdminCommand {
         /// The private registry to publish to.
         #[arg(long, default_value = "internal")]
         registry: String,
+    },
+    /// The disk cache of mirrors: stats, gc, verify, purge, pins.
+    Cache {
+        #[command(subcommand)]
+        command: cache::CacheCommand,
     },
     /// Private crates: `crate delete NAME VERSION --registry R` (legal takedown; audited).
     Crate {
@@ -252,6 +260,7 @@ async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Re
     };
     Ok(match command {
         AdminCommand::Import { paths, registry } => import::import(c, &registry, &paths).await?,
+        AdminCommand::Cache { command } => cache::execute(c, command, as_json).await?,
         AdminCommand::Crate {
             command:
                 CrateCommand::Delete {

@@ -130,6 +130,11 @@ pub struct CacheConfig {
     pub memory_max_item_bytes: u64,
     pub max_crate_bytes: u64,
     pub coalesce_wait_ms: u64,
+    /// Disk limit of the mirrors' files (0: none).
+    pub disk_max_bytes: u64,
+    pub evict_high_percent: u8,
+    pub evict_low_percent: u8,
+    pub usage_write_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +228,10 @@ impl Default for CacheConfig {
             memory_max_item_bytes: 2 * 1024 * 1024,
             max_crate_bytes: 256 * 1024 * 1024,
             coalesce_wait_ms: 60_000,
+            disk_max_bytes: 0,
+            evict_high_percent: 95,
+            evict_low_percent: 85,
+            usage_write_interval_ms: 30_000,
         }
     }
 }

@@ -54,6 +54,19 @@ impl Config {
                 "cache.memory_max_item_bytes is larger than cache.memory_max_bytes".into(),
             );
         }
+        let c = &self.cache;
+        if !(1..=100).contains(&c.evict_high_percent) || c.evict_low_percent >= c.evict_high_percent
+        {
+            return Err(ConfigError::Invalid(
+                "cache.evict_low_percent must be below cache.evict_high_percent, which is 1 to 100"
+                    .into(),
+            ));
+        }
+        if c.usage_write_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "cache.usage_write_interval_ms must be positive".into(),
+            ));
+        }
         if self.cache.max_crate_bytes == 0 || self.cache.coalesce_wait_ms == 0 {
             return invalid(
                 "cache.max_crate_bytes and cache.coalesce_wait_ms must be positive".into(),

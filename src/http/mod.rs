@@ -6,6 +6,7 @@
 
 mod access;
 mod admin;
+mod cache;
 mod cargo;
 mod error;
 mod observe;
@@ -17,7 +18,7 @@ pub use error::ApiError;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, delete, get, patch, put};
+use axum::routing::{any, delete, get, patch, post, put};
 
 use crate::app::App;
 
@@ -82,6 +83,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/-/admin/registries/{registry}/crates/{name}/{version}",
             delete(registry::delete_version),
+        )
+        .route("/-/admin/cache", get(cache::stats))
+        .route("/-/admin/cache/gc", post(cache::gc))
+        .route("/-/admin/cache/verify", post(cache::verify))
+        .route("/-/admin/jobs/{id}", get(cache::job))
+        .route(
+            "/-/admin/registries/{registry}/cache/{name}",
+            delete(cache::purge),
+        )
+        .route(
+            "/-/admin/registries/{registry}/cache/{name}/{version}",
+            delete(cache::purge),
+        )
+        .route("/-/admin/registries/{registry}/pins", get(cache::pins))
+        .route(
+            "/-/admin/registries/{registry}/pins/{name}",
+            put(cache::pin).merge(delete(cache::unpin)),
+        )
+        .route(
+            "/-/admin/registries/{registry}/pins/{name}/{version}",
+            put(cache::pin).merge(delete(cache::unpin)),
         );
     cargo
         .merge(registry_api)

@@ -38,6 +38,11 @@ fn request_id(req: &Request) -> HeaderValue {
         .expect("hex digits are a valid header value")
 }
 
+/// The registry of a `/{registry}/...` path: its first segment.
+fn span_path_registry(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?.split('/').next()
+}
+
 pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -45,6 +50,7 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let id = request_id(&req);
+    let path = req.uri().path().to_owned();
     let principal = req
         .extensions()
         .get::<ConnInfo>()
@@ -58,6 +64,9 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         // Filled in by the access checks: the user and the token's id, never the token.
         user = tracing::field::Empty,
         token = tracing::field::Empty,
+        // Filled in by a mirror: the tier that answered and the cache result.
+        tier = tracing::field::Empty,
+        cache = tracing::field::Empty,
     );
     let version = match req.version() {
         http::Version::HTTP_2 => "HTTP/2.0",
@@ -90,15 +99,31 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         .observe(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         let elapsed_us = started.elapsed().as_micros() as u64;
-        match resp.extensions_mut().remove::<ErrorCause>() {
-            // Logged once, here, where the request ends.
-            Some(ErrorCause(cause)) if status.is_server_error() => {
-                tracing::warn!(status = status.as_u16(), elapsed_us, cause = %cause, "request failed");
-            }
-            Some(ErrorCause(cause)) => {
-                tracing::debug!(status = status.as_u16(), elapsed_us, cause = %cause, "request refused");
-            }
-            None => tracing::debug!(status = status.as_u16(), elapsed_us, "served"),
+        let cause = resp.extensions_mut().remove::<ErrorCause>();
+        // Logged once, here, where the request ends.
+        if let Some(ErrorCause(cause)) = &cause
+            && status.is_server_error()
+        {
+            tracing::warn!(status = status.as_u16(), elapsed_us, cause = %cause, "request failed");
+        }
+        // The access log: one line per request, under its own target so that it can be
+        // turned down alone (`level = "info,cratedock::access=warn"`). The span adds the
+        // method, path, request id, user, token id (never the token) and cache result.
+        if tracing::enabled!(target: "cratedock::access", tracing::Level::INFO) {
+            let bytes = axum::body::HttpBody::size_hint(resp.body()).exact();
+            let registry = route
+                .strip_prefix("/{registry}/")
+                .and_then(|_| span_path_registry(&path));
+            tracing::info!(
+                target: "cratedock::access",
+                status = status.as_u16(),
+                route,
+                registry,
+                bytes,
+                elapsed_us,
+                refused = cause.as_ref().filter(|_| !status.is_server_error()).map(|c| tracing::field::display(&c.0)),
+                "access"
+            );
         }
     });
     resp.headers_mut().insert(REQUEST_ID, id);

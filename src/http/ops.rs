@@ -80,12 +80,24 @@ pub(super) async fn live() -> &'static str {
 }
 
 /// Ready to take traffic: started, and not shutting down.
+/// `/health/ready`: 503 while draining, and while writes to the data folder fail (a probe
+/// write tells when they work again, so readiness comes back without traffic).
 pub(super) async fn ready(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
-    if app.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !app.readiness.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
+    if app.metrics.disk_writable.get() == 0 {
+        let dir = app.config.storage.data_dir.join("tmp");
+        let probe = tokio::task::spawn_blocking(move || crate::app::writable(&dir)).await;
+        if !matches!(probe, Ok(Ok(()))) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: writes to the data folder fail\n",
+            );
+        }
+        app.metrics.disk_writable.set(1);
+    }
+    (StatusCode::OK, "ready\n")
 }
 
 fn escape(s: &str) -> String {

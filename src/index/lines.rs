@@ -22,6 +22,22 @@ pub(crate) struct IndexLine {
 }
 
 /// Checks that an index body is what was asked for, not an error page that came with a 200.
+/// cratedock's strong ETag of a mirrored index body: the first 128 bits of its SHA-256, quoted.
+pub(crate) fn etag_of(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", &hex(&sha2::Sha256::digest(body))[..32])
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 pub(crate) fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String> {
     match file {
         IndexFile::Config => serde_json::from_slice::<UpstreamConfig>(body)

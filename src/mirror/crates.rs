@@ -8,10 +8,10 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::coalesce::Done;
-use super::index::{Lookup, hex};
+use super::index::Lookup;
 use super::tee::{Download, Streamed};
 use super::{CrateFlight, Mirror, MirrorError, Record};
-use crate::index::{IndexLine, download_url, find_version};
+use crate::index::{IndexLine, download_url, find_version, hex};
 use crate::names::{CrateName, Version};
 use crate::store::{
     Blob, BlobKey, BlobStore, BlobStream, CrateKey, CrateRecord, IndexKey, StoreError, TempBlob,
@@ -64,7 +64,9 @@ impl Mirror {
         let key = CrateKey::new(&self.name, name, version);
         let blob = BlobKey::Crate(key.clone());
         if let Some(bytes) = self.blobs.cached(&blob) {
-            self.metrics.cache("crate", "memory", "hit");
+            self.metrics
+                .cache(self.name.as_str(), "crate", "memory", "hit");
+            self.keeper.used(&blob);
             return Ok(CrateBody::Memory(bytes));
         }
         // The bookkeeping says whether the file is stored, without a trip to the disk for a
@@ -72,7 +74,9 @@ impl Mirror {
         if self.is_stored(&key).await? {
             match self.blobs.open(&blob).await? {
                 Some(b) => {
-                    self.metrics.cache("crate", "disk", "hit");
+                    self.metrics
+                        .cache(self.name.as_str(), "crate", "disk", "hit");
+                    self.keeper.used(&blob);
                     return Ok(b.into());
                 }
                 None => self.forget_lost_file(&key).await?,
@@ -217,6 +221,12 @@ impl Mirror {
         self.download(key, &url, &what, &line.cksum, progress).await
     }
 
+    /// Counts a write to the data folder (and whether writes work).
+    fn written<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        self.metrics.disk_write("cache", r.is_ok());
+        r
+    }
+
     fn upstream_error(&self, what: &str, failure: Failure) -> MirrorError {
         UpstreamError::new(&self.name, what, failure).into()
     }
@@ -272,7 +282,7 @@ impl Mirror {
             }
             hasher.update(&chunk);
             if let Some(t) = &mut tmp {
-                t.append(&chunk).await?;
+                self.written(t.append(&chunk).await)?;
             }
             progress.append(&chunk);
             if let Some(buf) = &mut keep {
@@ -303,7 +313,8 @@ impl Mirror {
         }
         // Readers may hand out the last byte now; the file is stored after.
         progress.verified();
-        self.metrics.cache("crate", "upstream", "miss");
+        self.metrics
+            .cache(self.name.as_str(), "crate", "upstream", "miss");
         let record = CrateRecord {
             cksum: actual,
             size,
@@ -317,8 +328,9 @@ impl Mirror {
         match (tmp, bytes) {
             (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, record)),
             (Some(tmp), bytes) => {
-                tmp.commit(&blob).await?;
-                self.book.put_crate(key, &record).await?;
+                self.written(tmp.commit(&blob).await)?;
+                self.written(self.book.put_crate(key, &record).await)?;
+                self.keeper.stored();
                 Ok(Fetched::Stored(bytes))
             }
             (None, None) => unreachable!("a download without a temporary blob keeps its bytes"),

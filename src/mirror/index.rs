@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 use super::coalesce::Done;
 use super::{IndexFlight, Mirror, MirrorError, Record};
-use crate::index::{IndexFile, UpstreamConfig, validate_body};
+use crate::index::{IndexFile, UpstreamConfig, etag_of, validate_body};
 use crate::store::{BlobKey, BlobStore, IndexKey, IndexRecord, StoreError, now_ms};
 use crate::upstream::{Failure, IndexAnswer, UpstreamError, Validators};
 
@@ -43,20 +42,6 @@ pub(crate) struct IndexEntry {
 pub(crate) enum Lookup {
     Found(IndexEntry),
     NotFound,
-}
-
-/// cratedock's strong ETag of an index body: the first 128 bits of its SHA-256, quoted.
-fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", &hex(&Sha256::digest(body))[..32])
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 impl Mirror {
@@ -94,9 +79,13 @@ impl Mirror {
             },
         };
         let now = now_ms();
+        if entry.is_some() {
+            self.keeper.used(&blob);
+        }
         let Some(entry) = entry else {
             if self.negative.contains_key(key) {
-                self.metrics.cache("index", "memory", "negative");
+                self.metrics
+                    .cache(self.name.as_str(), "index", "memory", "negative");
                 return Ok(Lookup::NotFound);
             }
             if matches!(key.file, IndexFile::Crate(_)) {
@@ -105,13 +94,14 @@ impl Mirror {
             return self.refresh(key, None).await;
         };
         if now < entry.meta.record.fresh_until_ms {
-            self.metrics.cache("index", tier, "hit");
+            self.cached("index", tier, "hit");
             return Ok(Lookup::Found(entry));
         }
         let stale_for = now - entry.meta.record.fresh_until_ms;
         if stale_for < self.cfg.stale_while_revalidate_ms {
             self.refresh_in_background(key, entry.clone());
-            self.metrics.cache("index", tier, "stale");
+            self.metrics
+                .cache(self.name.as_str(), "index", tier, "stale");
             return Ok(Lookup::Found(entry));
         }
         // With a stale copy in hand, wait only a little for the upstream; the refresh goes on in
@@ -123,7 +113,8 @@ impl Mirror {
                     registry = %self.name, file = %key.index_path(), error = %e,
                     stale_for_ms = stale_for, "upstream failed; serving a stale index file"
                 );
-                self.metrics.cache("index", tier, "stale");
+                self.metrics
+                    .cache(self.name.as_str(), "index", tier, "stale");
                 Ok(Lookup::Found(entry))
             }
             other => other,
@@ -318,7 +309,8 @@ impl Mirror {
                 };
                 self.remember(blob.clone(), &entry);
                 self.negative.invalidate(key);
-                self.metrics.cache("index", "upstream", "miss");
+                self.metrics
+                    .cache(self.name.as_str(), "index", "upstream", "miss");
                 let persist =
                     Arc::clone(self).persist(blob, body, Record::Index(key.clone(), meta));
                 Ok((Lookup::Found(entry), Some(persist)))
@@ -351,7 +343,8 @@ impl Mirror {
                     meta: IndexMeta::new(record),
                 };
                 self.remember(blob, &entry);
-                self.metrics.cache("index", "upstream", "revalidated");
+                self.metrics
+                    .cache(self.name.as_str(), "index", "upstream", "revalidated");
                 Ok((Lookup::Found(entry), None))
             }
             IndexAnswer::NotFound => {
@@ -365,7 +358,8 @@ impl Mirror {
                 self.book.remove_index(key).await?;
                 self.blobs.delete(&blob).await?;
                 self.negative.insert(key.clone(), ());
-                self.metrics.cache("index", "upstream", "miss");
+                self.metrics
+                    .cache(self.name.as_str(), "index", "upstream", "miss");
                 Ok((Lookup::NotFound, None))
             }
         }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache::Keeper;
 use crate::config::MirrorConfig;
 use crate::metrics::Metrics;
 use crate::names::RegistryName;
@@ -100,6 +101,7 @@ pub(crate) struct Mirror {
     metrics: Arc<Metrics>,
     coalesce_wait: Duration,
     max_crate_bytes: u64,
+    keeper: Arc<Keeper>,
 }
 
 /// What a mirror is built from.
@@ -112,6 +114,7 @@ pub(crate) struct MirrorParts {
     pub metrics: Arc<Metrics>,
     pub coalesce_wait: Duration,
     pub max_crate_bytes: u64,
+    pub keeper: Arc<Keeper>,
 }
 
 /// A record to write after its blob, in a flight's tail.
@@ -142,6 +145,7 @@ impl Mirror {
             metrics: p.metrics,
             coalesce_wait: p.coalesce_wait,
             max_crate_bytes: p.max_crate_bytes,
+            keeper: p.keeper,
         }
     }
 
@@ -187,6 +191,8 @@ impl Mirror {
             }
         }
         .await;
+        self.keeper.stored();
+        self.metrics.disk_write("cache", result.is_ok());
         if let Err(e) = result {
             tracing::error!(
                 registry = %self.name, file = %key.rel_path().display(), error = %e,
@@ -197,6 +203,14 @@ impl Mirror {
                 .with_label_values(&[self.name.as_str()])
                 .inc();
         }
+    }
+
+    /// Counts a cache result, and notes it on the request's span for the access log.
+    fn cached(&self, kind: &str, tier: &'static str, result: &'static str) {
+        self.metrics.cache(self.name.as_str(), kind, tier, result);
+        let span = tracing::Span::current();
+        span.record("tier", tier);
+        span.record("cache", result);
     }
 
     /// Logs and counts a record that cannot be read; the caller drops it and takes a miss.

@@ -354,6 +354,11 @@ impl Private {
             Ok(()) => ("ok", "ok"),
             Err(e) => ("refused", e.reason),
         };
+        match reason {
+            "ok" => self.metrics.disk_write("registry", true),
+            "store" => self.metrics.disk_write("registry", false),
+            _ => {}
+        }
         self.metrics
             .publishes
             .with_label_values(&[self.name.as_str(), result, reason])

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 use super::{BlobKey, StoreError};
+use crate::names::RegistryName;
 
 /// A blob's bytes as a stream of chunks.
 pub type BlobStream = BoxStream<'static, io::Result<Bytes>>;
@@ -44,6 +45,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn temp(&self) -> Result<Box<dyn TempBlob>, StoreError>;
     /// Removes the blob; removing a missing blob is not an error.
     async fn delete(&self, key: &BlobKey) -> Result<(), StoreError>;
+    /// Every blob of `registry` with its length (a scan, for the checks of `cache::check`).
+    /// Names that no key makes are left out, with a warning.
+    async fn keys(&self, registry: &RegistryName) -> Result<Vec<(BlobKey, u64)>, StoreError>;
 }
 
 /// A blob being written. Dropped without [`TempBlob::commit`], it leaves nothing behind.

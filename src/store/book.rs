@@ -5,13 +5,15 @@
 //! must be atomic (an entry and the totals) is one call, and no backend type appears in a
 //! signature, so a PostgreSQL implementation can follow the sled one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{CrateKey, IndexKey, StoreError};
+use super::{BlobKey, CrateKey, IndexKey, StoreError};
+use crate::names::{CrateName, RegistryName, Version};
 
 /// Bookkeeping of one cached index file; the body is a blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,63 @@ impl Totals {
     }
 }
 
+/// One record as a scan of the bookkeeping reads it.
+#[derive(Debug, Clone)]
+pub struct Scanned<K, R> {
+    pub key: K,
+    /// The record, or why it cannot be read.
+    pub record: Result<R, String>,
+    /// When the file was last used, as [`CacheBook::touch`] recorded it.
+    pub used_ms: Option<u64>,
+}
+
+/// Files that eviction never removes: one crate's index file and crate files, or one version's
+/// crate file, in one registry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pin {
+    pub registry: RegistryName,
+    /// Lower case.
+    pub name: CrateName,
+    pub version: Option<Version>,
+}
+
+impl Pin {
+    pub fn new(registry: &RegistryName, name: &CrateName, version: Option<Version>) -> Self {
+        Self {
+            registry: registry.clone(),
+            name: name.lower(),
+            version,
+        }
+    }
+
+    /// Whether the pin keeps the file of `key`.
+    pub fn covers(&self, key: &BlobKey) -> bool {
+        match key {
+            BlobKey::Index(k) => {
+                self.version.is_none()
+                    && k.registry == self.registry
+                    && matches!(&k.file, crate::index::IndexFile::Crate(n) if *n == self.name)
+            }
+            BlobKey::Crate(k) => {
+                k.registry == self.registry
+                    && k.name == self.name
+                    && self.version.as_ref().is_none_or(|v| *v == k.version)
+            }
+        }
+    }
+
+    /// `name` or `name@version`.
+    pub fn spec(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}@{v}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+/// Records returned by one call of a scan at most.
+pub const SCAN_PAGE: usize = 1_000;
+
 /// Where the cache bookkeeping lives. An unreadable record is reported as
 /// [`StoreError::Unreadable`], so the caller can treat it as a miss.
 #[async_trait]
@@ -99,6 +158,25 @@ pub trait CacheBook: Send + Sync + 'static {
     async fn remove_crate(&self, key: &CrateKey) -> Result<(), StoreError>;
     /// The running totals (kept in memory; no I/O).
     fn totals(&self) -> Totals;
+    /// Index records in key order after `after`, at most `limit` (a scan, for eviction,
+    /// verification and statistics; never on a request's path).
+    async fn index_page(
+        &self,
+        after: Option<&IndexKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<IndexKey, IndexRecord>>, StoreError>;
+    /// Crate records in key order after `after`, at most `limit`.
+    async fn crate_page(
+        &self,
+        after: Option<&CrateKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<CrateKey, CrateRecord>>, StoreError>;
+    /// Records when files were last used (batched by the caller: one call per interval, not
+    /// one per hit). Files without a record are skipped.
+    async fn touch(&self, used: &[(BlobKey, u64)]) -> Result<(), StoreError>;
+    async fn pins(&self) -> Result<Vec<Pin>, StoreError>;
+    /// Adds (`on`) or removes a pin; returns whether that changed anything.
+    async fn set_pin(&self, pin: &Pin, on: bool) -> Result<bool, StoreError>;
     /// Makes every change durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 }
@@ -117,9 +195,32 @@ pub struct MemoryBook {
 
 #[derive(Default)]
 struct MemoryState {
-    index: HashMap<IndexKey, IndexRecord>,
-    crates: HashMap<CrateKey, CrateRecord>,
+    index: BTreeMap<Vec<u8>, (IndexKey, IndexRecord)>,
+    crates: BTreeMap<Vec<u8>, (CrateKey, CrateRecord)>,
+    used: HashMap<BlobKey, u64>,
+    pins: BTreeSet<Pin>,
     totals: Totals,
+}
+
+/// Up to `limit` entries of `map` after the record key `after`.
+fn page<K: Clone, R: Clone>(
+    map: &BTreeMap<Vec<u8>, (K, R)>,
+    after: Option<Vec<u8>>,
+    limit: usize,
+    used: impl Fn(&K) -> Option<u64>,
+) -> Vec<Scanned<K, R>> {
+    let from = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    map.range((from, Bound::Unbounded))
+        .take(limit)
+        .map(|(_, (k, r))| Scanned {
+            key: k.clone(),
+            record: Ok(r.clone()),
+            used_ms: used(k),
+        })
+        .collect()
 }
 
 impl MemoryBook {
@@ -131,43 +232,107 @@ impl MemoryBook {
 #[async_trait]
 impl CacheBook for MemoryBook {
     async fn index(&self, key: &IndexKey) -> Result<Option<IndexRecord>, StoreError> {
-        Ok(self.state().index.get(key).cloned())
+        Ok(self
+            .state()
+            .index
+            .get(&key.record_key())
+            .map(|e| e.1.clone()))
     }
 
     async fn put_index(&self, key: &IndexKey, record: &IndexRecord) -> Result<(), StoreError> {
         let mut s = self.state();
-        let old = s.index.insert(key.clone(), record.clone()).map(|o| o.size);
+        let entry = (key.clone(), record.clone());
+        let old = s.index.insert(key.record_key(), entry).map(|o| o.1.size);
         s.totals.adjust(Kind::Index, old, Some(record.size));
         Ok(())
     }
 
     async fn remove_index(&self, key: &IndexKey) -> Result<(), StoreError> {
         let mut s = self.state();
-        let old = s.index.remove(key).map(|o| o.size);
+        let old = s.index.remove(&key.record_key()).map(|o| o.1.size);
+        s.used.remove(&BlobKey::Index(key.clone()));
         s.totals.adjust(Kind::Index, old, None);
         Ok(())
     }
 
     async fn krate(&self, key: &CrateKey) -> Result<Option<CrateRecord>, StoreError> {
-        Ok(self.state().crates.get(key).cloned())
+        Ok(self
+            .state()
+            .crates
+            .get(&key.record_key())
+            .map(|e| e.1.clone()))
     }
 
     async fn put_crate(&self, key: &CrateKey, record: &CrateRecord) -> Result<(), StoreError> {
         let mut s = self.state();
-        let old = s.crates.insert(key.clone(), record.clone()).map(|o| o.size);
+        let entry = (key.clone(), record.clone());
+        let old = s.crates.insert(key.record_key(), entry).map(|o| o.1.size);
         s.totals.adjust(Kind::Crate, old, Some(record.size));
         Ok(())
     }
 
     async fn remove_crate(&self, key: &CrateKey) -> Result<(), StoreError> {
         let mut s = self.state();
-        let old = s.crates.remove(key).map(|o| o.size);
+        let old = s.crates.remove(&key.record_key()).map(|o| o.1.size);
+        s.used.remove(&BlobKey::Crate(key.clone()));
         s.totals.adjust(Kind::Crate, old, None);
         Ok(())
     }
 
     fn totals(&self) -> Totals {
         self.state().totals
+    }
+
+    async fn index_page(
+        &self,
+        after: Option<&IndexKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<IndexKey, IndexRecord>>, StoreError> {
+        let s = self.state();
+        let used = |k: &IndexKey| s.used.get(&BlobKey::Index(k.clone())).copied();
+        Ok(page(&s.index, after.map(IndexKey::record_key), limit, used))
+    }
+
+    async fn crate_page(
+        &self,
+        after: Option<&CrateKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<CrateKey, CrateRecord>>, StoreError> {
+        let s = self.state();
+        let used = |k: &CrateKey| s.used.get(&BlobKey::Crate(k.clone())).copied();
+        Ok(page(
+            &s.crates,
+            after.map(CrateKey::record_key),
+            limit,
+            used,
+        ))
+    }
+
+    async fn touch(&self, used: &[(BlobKey, u64)]) -> Result<(), StoreError> {
+        let mut s = self.state();
+        for (key, ms) in used {
+            let known = match key {
+                BlobKey::Index(k) => s.index.contains_key(&k.record_key()),
+                BlobKey::Crate(k) => s.crates.contains_key(&k.record_key()),
+            };
+            if known {
+                s.used.insert(key.clone(), *ms);
+            }
+        }
+        Ok(())
+    }
+
+    async fn pins(&self) -> Result<Vec<Pin>, StoreError> {
+        Ok(self.state().pins.iter().cloned().collect())
+    }
+
+    async fn set_pin(&self, pin: &Pin, on: bool) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        Ok(if on {
+            s.pins.insert(pin.clone())
+        } else {
+            s.pins.remove(pin)
+        })
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{Blob, BlobKey, BlobReader, BlobStore, StoreError, TempBlob};
+use super::{Blob, BlobKey, BlobReader, BlobStore, CrateKey, IndexKey, StoreError, TempBlob};
+use crate::names::RegistryName;
 
 /// Bytes read from a file at once when streaming it.
 const STREAM_CHUNK: usize = 256 * 1024;
@@ -155,6 +156,76 @@ impl BlobStore for FsBlobStore {
         blocking(move || not_found_is_none(std::fs::remove_file(path)).map(|_| ())).await?;
         Ok(())
     }
+
+    async fn keys(&self, registry: &RegistryName) -> Result<Vec<(BlobKey, u64)>, StoreError> {
+        let (root, registry) = (self.root.clone(), registry.clone());
+        Ok(blocking(move || list(&root, &registry)).await?)
+    }
+}
+
+/// The blobs of `registry` below `root`: `index/{registry}/...` and `crates/{registry}/...`.
+fn list(root: &Path, registry: &RegistryName) -> io::Result<Vec<(BlobKey, u64)>> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    let index_root = root.join("index").join(registry.as_str());
+    walk(&index_root, &mut files)?;
+    for (path, len) in files.drain(..) {
+        let rel = path.strip_prefix(&index_root).ok().and_then(Path::to_str);
+        let key = rel
+            .map(|r| r.replace(std::path::MAIN_SEPARATOR, "/"))
+            .and_then(|r| IndexKey::from_record_key(format!("{registry}/{r}").as_bytes()));
+        match key {
+            Some(k) => out.push((BlobKey::Index(k), len)),
+            None => stray(&path),
+        }
+    }
+    let crates_root = root.join("crates").join(registry.as_str());
+    walk(&crates_root, &mut files)?;
+    for (path, len) in files {
+        let key = crate_key_of(registry, &crates_root, &path);
+        match key {
+            Some(k) => out.push((BlobKey::Crate(k), len)),
+            None => stray(&path),
+        }
+    }
+    Ok(out)
+}
+
+/// `{name}/{name}-{version}.crate` below the registry's crates folder.
+fn crate_key_of(registry: &RegistryName, root: &Path, path: &Path) -> Option<CrateKey> {
+    let rel = path.strip_prefix(root).ok()?.to_str()?;
+    let (dir, file) = rel.split_once(std::path::MAIN_SEPARATOR)?;
+    let version = file
+        .strip_prefix(dir)?
+        .strip_prefix('-')?
+        .strip_suffix(".crate")?;
+    let key = CrateKey::from_record_key(format!("{registry}/{dir}/{version}").as_bytes())?;
+    // Only the name the key writes (lower case) is its file.
+    (BlobKey::Crate(key.clone()).rel_path()
+        == Path::new("crates").join(registry.as_str()).join(rel))
+    .then_some(key)
+}
+
+fn stray(path: &Path) {
+    tracing::warn!(file = %path.display(), "a file no cratedock key names, left alone");
+}
+
+/// Every file below `dir` with its length (none when `dir` does not exist).
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push((entry.path(), entry.metadata()?.len()));
+        }
+    }
+    Ok(())
 }
 
 /// A file in `tmp/` being written.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::index::IndexFile;
+use crate::index::{IndexFile, IndexRequest};
 use crate::names::{CrateName, RegistryName, Version};
 
 /// Key of a cached index file. The crate name is lower-case, as in the sparse layout.
@@ -37,6 +37,19 @@ impl IndexKey {
     pub(crate) fn record_key(&self) -> Vec<u8> {
         format!("{}/{}", self.registry, self.index_path()).into_bytes()
     }
+
+    /// The key a record name stands for (`None`: not a name [`IndexKey::record_key`] makes).
+    pub(crate) fn from_record_key(raw: &[u8]) -> Option<Self> {
+        let (registry, path) = std::str::from_utf8(raw).ok()?.split_once('/')?;
+        let file = match IndexRequest::parse(path).ok()? {
+            IndexRequest::Config => IndexFile::Config,
+            IndexRequest::File(name) => IndexFile::Crate(name),
+        };
+        Some(Self {
+            registry: RegistryName::new(registry).ok()?,
+            file,
+        })
+    }
 }
 
 /// Key of a cached `.crate` file. The name is lower-case; the version keeps build metadata.
@@ -58,6 +71,17 @@ impl CrateKey {
 
     pub(crate) fn record_key(&self) -> Vec<u8> {
         format!("{}/{}/{}", self.registry, self.name, self.version).into_bytes()
+    }
+
+    /// The key a record name stands for (`None`: not a name [`CrateKey::record_key`] makes).
+    pub(crate) fn from_record_key(raw: &[u8]) -> Option<Self> {
+        let mut parts = std::str::from_utf8(raw).ok()?.splitn(3, '/');
+        let (registry, name, version) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self::new(
+            &RegistryName::new(registry).ok()?,
+            &CrateName::new(name).ok()?,
+            &Version::new(version).ok()?,
+        ))
     }
 }
 
@@ -93,5 +117,30 @@ impl From<IndexKey> for BlobKey {
 impl From<CrateKey> for BlobKey {
     fn from(k: CrateKey) -> Self {
         BlobKey::Crate(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_keys_read_back_as_the_keys_that_made_them() {
+        let r = RegistryName::new("crates-io").unwrap();
+        let n = CrateName::new("Serde").unwrap();
+        for k in [IndexKey::config(&r), IndexKey::krate(&r, &n)] {
+            assert_eq!(IndexKey::from_record_key(&k.record_key()), Some(k));
+        }
+        let c = CrateKey::new(&r, &n, &Version::new("1.0.0+build.5").unwrap());
+        assert_eq!(CrateKey::from_record_key(&c.record_key()), Some(c));
+        for bad in [
+            &b"crates-io"[..],
+            b"crates-io/se/rd/Serde",
+            b"x/../..",
+            b"\xff/a",
+        ] {
+            assert_eq!(IndexKey::from_record_key(bad), None);
+        }
+        assert_eq!(CrateKey::from_record_key(b"r/a/not-a-version"), None);
     }
 }

@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::book::{Kind, SizeOnly};
-use super::{CacheBook, CrateKey, CrateRecord, IndexKey, IndexRecord, StoreError, Totals};
+use super::book::{Kind, Pin, Scanned, SizeOnly};
+use super::{BlobKey, CacheBook, CrateKey, CrateRecord, IndexKey, IndexRecord, StoreError, Totals};
+use crate::names::{CrateName, RegistryName, Version};
 
 const TOTALS_KEY: &[u8] = b"totals";
 
@@ -23,6 +24,10 @@ pub struct SledBook {
     index: sled::Tree,
     crates: sled::Tree,
     stats: sled::Tree,
+    /// When each file was last used: `i` or `c` and the record's key → milliseconds (BE).
+    used: sled::Tree,
+    /// `registry/name` or `registry/name/version` → nothing.
+    pins: sled::Tree,
     /// A copy of the stored totals, for [`CacheBook::totals`] without I/O; its lock also
     /// serializes changes.
     totals: Mutex<Totals>,
@@ -53,10 +58,12 @@ pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
         .cache_capacity(16 * 1024 * 1024)
         .open()
         .map_err(|e| {
-            StoreError::Meta(format!(
-                "cannot open {} ({e}); is another cratedock using this data folder?",
-                path.display()
-            ))
+            let hint = if e.to_string().contains("could not acquire lock") {
+                "; is another cratedock using this data folder?"
+            } else {
+                ""
+            };
+            StoreError::Meta(format!("cannot open {} ({e}){hint}", path.display()))
         })
 }
 
@@ -72,6 +79,8 @@ impl SledBook {
         let index = db.open_tree("index").map_err(meta_err)?;
         let crates = db.open_tree("crates").map_err(meta_err)?;
         let stats = db.open_tree("stats").map_err(meta_err)?;
+        let used = db.open_tree("used").map_err(meta_err)?;
+        let pins = db.open_tree("pins").map_err(meta_err)?;
         let stored = stats
             .get(TOTALS_KEY)
             .map_err(meta_err)?
@@ -96,6 +105,8 @@ impl SledBook {
             index,
             crates,
             stats,
+            used,
+            pins,
             totals: Mutex::new(totals),
         })
     }
@@ -123,10 +134,14 @@ impl SledBook {
         // Changes are serialized by the totals' lock, so the copy in memory is the stored
         // value and each change starts from the one before.
         let mut current = self.totals.lock().expect("totals lock");
-        let result = (tree, &self.stats).transaction(|(t, s)| {
+        let used_key = used_key(kind, key);
+        let result = (tree, &self.stats, &self.used).transaction(|(t, s, u)| {
             let old = match &encoded {
                 Some((bytes, _)) => t.insert(key, bytes.as_slice())?,
-                None => t.remove(key)?,
+                None => {
+                    u.remove(used_key.as_slice())?;
+                    t.remove(key)?
+                }
             };
             let mut totals = *current;
             totals.adjust(kind, old_size(old), encoded.as_ref().map(|(_, size)| *size));
@@ -143,6 +158,76 @@ impl SledBook {
             Err(TransactionError::Abort(e)) => Err(StoreError::Meta(e)),
             Err(TransactionError::Storage(e)) => Err(meta_err(e)),
         }
+    }
+}
+
+fn used_key(kind: Kind, record_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(record_key.len() + 1);
+    k.push(match kind {
+        Kind::Index => b'i',
+        Kind::Crate => b'c',
+    });
+    k.extend_from_slice(record_key);
+    k
+}
+
+fn pin_key(pin: &Pin) -> Vec<u8> {
+    match &pin.version {
+        Some(v) => format!("{}/{}/{v}", pin.registry, pin.name),
+        None => format!("{}/{}", pin.registry, pin.name),
+    }
+    .into_bytes()
+}
+
+fn pin_of(raw: &[u8]) -> Option<Pin> {
+    let mut parts = std::str::from_utf8(raw).ok()?.splitn(3, '/');
+    let registry = RegistryName::new(parts.next()?).ok()?;
+    let name = CrateName::new(parts.next()?).ok()?;
+    let version = match parts.next() {
+        Some(v) => Some(Version::new(v).ok()?),
+        None => None,
+    };
+    Some(Pin::new(&registry, &name, version))
+}
+
+impl SledBook {
+    /// Up to `limit` records of `tree` after the record key `after`; keys that name nothing
+    /// (`parse` fails) are skipped.
+    fn page<K, R: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        kind: Kind,
+        after: Option<Vec<u8>>,
+        limit: usize,
+        parse: impl Fn(&[u8]) -> Option<K>,
+    ) -> Result<Vec<Scanned<K, R>>, StoreError> {
+        let range = match after {
+            Some(a) => tree.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (k, v) = item.map_err(meta_err)?;
+            let Some(key) = parse(&k) else {
+                tracing::warn!(record = %String::from_utf8_lossy(&k), "skipping a bookkeeping record with a malformed name");
+                continue;
+            };
+            let used_ms = self
+                .used
+                .get(used_key(kind, &k))
+                .map_err(meta_err)?
+                .and_then(|u| <[u8; 8]>::try_from(u.as_ref()).ok())
+                .map(u64::from_be_bytes);
+            out.push(Scanned {
+                key,
+                record: decode(&k, &v).map_err(|e| e.to_string()),
+                used_ms,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -180,6 +265,72 @@ impl CacheBook for SledBook {
 
     fn totals(&self) -> Totals {
         *self.totals.lock().expect("totals lock")
+    }
+
+    async fn index_page(
+        &self,
+        after: Option<&IndexKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<IndexKey, IndexRecord>>, StoreError> {
+        let after = after.map(IndexKey::record_key);
+        self.page(
+            &self.index,
+            Kind::Index,
+            after,
+            limit,
+            IndexKey::from_record_key,
+        )
+    }
+
+    async fn crate_page(
+        &self,
+        after: Option<&CrateKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<CrateKey, CrateRecord>>, StoreError> {
+        let after = after.map(CrateKey::record_key);
+        self.page(
+            &self.crates,
+            Kind::Crate,
+            after,
+            limit,
+            CrateKey::from_record_key,
+        )
+    }
+
+    async fn touch(&self, used: &[(BlobKey, u64)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (key, ms) in used {
+            let (tree, kind, k) = match key {
+                BlobKey::Index(k) => (&self.index, Kind::Index, k.record_key()),
+                BlobKey::Crate(k) => (&self.crates, Kind::Crate, k.record_key()),
+            };
+            // A file evicted meanwhile keeps no trace.
+            if tree.contains_key(&k).map_err(meta_err)? {
+                batch.insert(used_key(kind, &k), &ms.to_be_bytes());
+            }
+        }
+        self.used.apply_batch(batch).map_err(meta_err)
+    }
+
+    async fn pins(&self) -> Result<Vec<Pin>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.pins.iter() {
+            let (k, _) = item.map_err(meta_err)?;
+            out.extend(pin_of(&k));
+        }
+        Ok(out)
+    }
+
+    async fn set_pin(&self, pin: &Pin, on: bool) -> Result<bool, StoreError> {
+        let k = pin_key(pin);
+        let old = if on {
+            self.pins.insert(k, &[])
+        } else {
+            self.pins.remove(k)
+        };
+        let changed = old.map_err(meta_err)?.is_some() != on;
+        self.pins.flush_async().await.map_err(meta_err)?;
+        Ok(changed)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -231,13 +382,40 @@ mod tests {
             private: false,
         };
         book.put_index(&ik, &irec).await.unwrap();
-        assert_eq!(book.index(&ik).await.unwrap(), Some(irec));
+        assert_eq!(book.index(&ik).await.unwrap(), Some(irec.clone()));
         let t = book.totals();
         assert_eq!((t.crate_files, t.crate_bytes), (1, 12));
         assert_eq!((t.index_files, t.index_bytes), (1, 100));
+        book.touch(&[
+            (BlobKey::Index(ik.clone()), 77),
+            (BlobKey::Crate(ck.clone()), 99),
+        ])
+        .await
+        .unwrap();
+        let page = book.index_page(None, 10).await.unwrap();
+        assert_eq!((page.len(), page[0].used_ms), (1, Some(77)));
+        assert_eq!(page[0].key, ik);
+        assert!(book.index_page(Some(&ik), 10).await.unwrap().is_empty());
+        let page = book.crate_page(None, 10).await.unwrap();
+        assert_eq!(page[0].record.as_ref().unwrap().size, 12);
+        assert_eq!(page[0].used_ms, Some(99));
         book.remove_index(&ik).await.unwrap();
         book.remove_index(&ik).await.unwrap();
         assert_eq!(book.totals().index_files, 0);
+        // A record stored again starts without the last use of the removed one.
+        book.put_index(&ik, &irec).await.unwrap();
+        assert_eq!(book.index_page(None, 1).await.unwrap()[0].used_ms, None);
+        book.remove_index(&ik).await.unwrap();
+        let pin = Pin::new(&reg, &name, None);
+        assert!(book.set_pin(&pin, true).await.unwrap());
+        assert!(!book.set_pin(&pin, true).await.unwrap());
+        let exact = Pin::new(&reg, &name, Some(Version::new("2.0.0").unwrap()));
+        assert!(book.set_pin(&exact, true).await.unwrap());
+        assert_eq!(book.pins().await.unwrap().len(), 2);
+        assert!(pin.covers(&BlobKey::Index(ik.clone())) && pin.covers(&BlobKey::Crate(ck.clone())));
+        assert!(!exact.covers(&BlobKey::Crate(ck.clone())) && !exact.covers(&BlobKey::Index(ik)));
+        assert!(book.set_pin(&pin, false).await.unwrap());
+        assert_eq!(book.pins().await.unwrap(), vec![exact]);
     }
 
     /// Opens the database again once the dropped one has let go of its lock (sled's flusher

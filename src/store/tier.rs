@@ -175,6 +175,13 @@ impl<A: Clone + Send + Sync + 'static> BlobStore for MemoryTier<A> {
         self.forget(key);
         self.inner.delete(key).await
     }
+
+    async fn keys(
+        &self,
+        registry: &crate::names::RegistryName,
+    ) -> Result<Vec<(BlobKey, u64)>, StoreError> {
+        self.inner.keys(registry).await
+    }
 }
 
 #[cfg(test)]

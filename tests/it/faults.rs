@@ -90,8 +90,11 @@ async fn upstream_5xx_and_timeouts_serve_stale_index_files() {
         assert_eq!(r.text().await.unwrap(), good, "{fault:?}: the stale copy");
     }
     assert_eq!(
-        cd.metric("cache_results_total", "kind=\"index\",result=\"stale\"")
-            .await,
+        cd.metric(
+            "cache_results_total",
+            "kind=\"index\",registry=\"crates-io\",result=\"stale\""
+        )
+        .await,
         6.0
     );
     assert!(

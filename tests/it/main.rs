@@ -9,6 +9,8 @@
 mod support;
 
 mod auth;
+mod cache;
+mod deploy;
 mod faults;
 mod layers;
 mod mirror;

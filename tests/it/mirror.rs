@@ -31,8 +31,11 @@ async fn cold_fetch_then_offline_build_goes_through_the_mirror() {
     assert_eq!(up.hits("/dl/"), 2, "one download of each crate");
     assert_eq!(up.hits("/index/config.json"), 1);
     assert_eq!(
-        cd.metric("cache_results_total", "kind=\"crate\",result=\"miss\"")
-            .await,
+        cd.metric(
+            "cache_results_total",
+            "kind=\"crate\",registry=\"crates-io\",result=\"miss\""
+        )
+        .await,
         2.0
     );
     assert_eq!(cd.stored_crates().len(), 2);
@@ -61,8 +64,11 @@ async fn warm_fetch_succeeds_with_the_upstream_stopped() {
     second.ok(&["build", "--offline"]);
     assert!(second.lockfile().contains("version = \"1.1.0\""));
     assert!(
-        cd.metric("cache_results_total", "kind=\"index\",result=\"stale\"")
-            .await
+        cd.metric(
+            "cache_results_total",
+            "kind=\"index\",registry=\"crates-io\",result=\"stale\""
+        )
+        .await
             >= 2.0
     );
     assert!(
@@ -267,7 +273,7 @@ async fn a_restart_keeps_the_whole_cache() {
     assert_eq!(
         cd.metric(
             "cache_results_total",
-            "kind=\"crate\",result=\"hit\",tier=\"disk\""
+            "kind=\"crate\",registry=\"crates-io\",result=\"hit\",tier=\"disk\""
         )
         .await,
         2.0

@@ -25,7 +25,7 @@ async fn metrics_and_health_are_served() {
         "cratedock_http_requests_total{route=\"/{registry}/api/v1/crates/{name}/{version}/download\",status=\"200\"} 1",
         "cratedock_http_request_duration_seconds_bucket",
         "cratedock_bytes_served_total{kind=\"crate\"}",
-        "cratedock_cache_results_total{kind=\"crate\",result=\"miss\",tier=\"upstream\"} 1",
+        "cratedock_cache_results_total{kind=\"crate\",registry=\"crates-io\",result=\"miss\",tier=\"upstream\"} 1",
         "cratedock_upstream_requests_total{kind=\"crate\",outcome=\"ok\",registry=\"crates-io\"} 1",
         "cratedock_upstream_request_duration_seconds_bucket",
         "cratedock_cache_entries{kind=\"crate\",tier=\"disk\"} 1",

@@ -276,8 +276,36 @@ impl Cratedock {
 
     /// Stops (SIGTERM) and starts again with the same data folder and config.
     pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        self.start_again().await
+    }
+
+    /// Stops with SIGTERM; the exit must be clean.
+    pub async fn stop(&mut self) {
         let status = self.terminate().await;
         assert!(status.success(), "exit status {status}\n{}", self.log());
+    }
+
+    /// The configuration file the server runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("cratedock.toml")
+    }
+
+    /// `cratedock ARGS --config <this config> --data-dir <this data folder>` (offline commands).
+    pub fn offline(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cratedock"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts a stopped server again with the same data folder and config.
+    pub async fn start_again(mut self) -> Self {
         let config = std::fs::read_to_string(self._dir.path().join("cratedock.toml")).unwrap();
         let data_dir = self.data_dir.clone();
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());

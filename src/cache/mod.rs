@@ -1,0 +1,376 @@
+//! The disk cache's lifecycle: last uses noted in memory and written in batches, eviction of
+//! the least recently used mirror files between two watermarks, pins, statistics, and the
+//! checks that keep the bookkeeping and the files in agreement ([`check`]).
+//!
+//! The rules this module keeps: nothing here runs on a request's path except [`Usage::note`]
+//! (a hash-map insert, at most once per file and interval); only files the bookkeeping tracks
+//! (mirror files) are ever evicted, never a private registry's and never a pinned one; a
+//! record is removed before its file, so a crash between the two leaves an orphan file, which
+//! [`check`] adopts or removes, never a record that points at nothing for long.
+
+pub mod check;
+pub mod jobs;
+mod usage;
+
+pub use usage::Usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::store::{BlobKey, BlobStore, CacheBook, Pin, SCAN_PAGE, StoreError, now_ms};
+
+/// The disk limit of the mirror files, with its watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max_bytes: u64,
+    /// Eviction starts above this ...
+    pub high_bytes: u64,
+    /// ... and stops at or below this.
+    pub low_bytes: u64,
+}
+
+impl Limit {
+    /// `None` when `max_bytes` is 0 (no limit).
+    pub fn new(max_bytes: u64, high_percent: u8, low_percent: u8) -> Option<Self> {
+        let part = |p: u8| (max_bytes as u128 * p as u128 / 100) as u64;
+        (max_bytes > 0).then(|| Self {
+            max_bytes,
+            high_bytes: part(high_percent),
+            low_bytes: part(low_percent),
+        })
+    }
+}
+
+/// What one eviction run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Evicted {
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes of the mirror files after the run.
+    pub remaining_bytes: u64,
+}
+
+/// One file that eviction may remove.
+struct Candidate {
+    used_ms: u64,
+    size: u64,
+    key: BlobKey,
+}
+
+/// Keeps the disk cache within its limit. One per data folder.
+pub struct Keeper {
+    book: Arc<dyn CacheBook>,
+    /// The blob store the mirrors write to (the memory tier over the files): a delete through
+    /// it forgets the memory copy too.
+    blobs: Arc<dyn BlobStore>,
+    usage: Usage,
+    limit: Option<Limit>,
+    wake: tokio::sync::Notify,
+    /// One eviction at a time (the background task, `gc`, a purge).
+    running: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Keeper {
+    pub fn new(
+        book: Arc<dyn CacheBook>,
+        blobs: Arc<dyn BlobStore>,
+        limit: Option<Limit>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics
+            .cache_disk_limit
+            .set(limit.map_or(0, |l| l.max_bytes) as i64);
+        Self {
+            book,
+            blobs,
+            usage: Usage::default(),
+            limit,
+            wake: tokio::sync::Notify::new(),
+            running: tokio::sync::Mutex::new(()),
+            metrics,
+        }
+    }
+
+    pub fn limit(&self) -> Option<Limit> {
+        self.limit
+    }
+
+    /// Notes a use of a cached file (a request's path: memory only).
+    pub fn used(&self, key: &BlobKey) {
+        self.usage.note(key);
+    }
+
+    /// Bytes of the mirror files on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        let t = self.book.totals();
+        t.index_bytes + t.crate_bytes
+    }
+
+    /// Called after a file was stored: wakes the eviction task when the high watermark is
+    /// passed (no I/O).
+    pub fn stored(&self) {
+        if self.limit.is_some_and(|l| self.disk_bytes() > l.high_bytes) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes the last uses noted since the previous call.
+    pub async fn write_usage(&self) -> Result<(), StoreError> {
+        let batch = self.usage.take();
+        if !batch.is_empty() {
+            self.book.touch(&batch).await?;
+        }
+        Ok(())
+    }
+
+    /// The background task: writes last uses every `usage_every`, and evicts down to the low
+    /// watermark whenever the high one is passed. Ends when `stop` resolves.
+    pub async fn run(self: Arc<Self>, usage_every: Duration, stop: impl std::future::Future) {
+        let mut usage_tick = tokio::time::interval(usage_every);
+        // The totals are in memory, so checking them often costs nothing; the wake-up after a
+        // store is what makes eviction prompt.
+        let mut limit_tick = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = usage_tick.tick() => {
+                    if let Err(e) = self.write_usage().await {
+                        tracing::warn!(error = %e, "cannot write the cache's last-use times");
+                    }
+                    continue;
+                }
+                _ = limit_tick.tick() => {}
+                _ = self.wake.notified() => {}
+            }
+            let Some(limit) = self.limit else { continue };
+            if self.disk_bytes() <= limit.high_bytes {
+                continue;
+            }
+            match self.evict_to(limit.low_bytes).await {
+                Ok(done) => tracing::info!(
+                    files = done.files,
+                    bytes = done.bytes,
+                    remaining = done.remaining_bytes,
+                    "evicted least recently used files from the disk cache"
+                ),
+                Err(e) => tracing::error!(error = %e, "cache eviction failed"),
+            }
+        }
+        if let Err(e) = self.write_usage().await {
+            tracing::warn!(error = %e, "cannot write the cache's last-use times");
+        }
+    }
+
+    /// Evicts the least recently used unpinned mirror files until their bytes are at most
+    /// `target` (or nothing evictable is left).
+    pub async fn evict_to(&self, target: u64) -> Result<Evicted, StoreError> {
+        let _one = self.running.lock().await;
+        self.write_usage().await?;
+        if self.disk_bytes() <= target {
+            return Ok(Evicted {
+                remaining_bytes: self.disk_bytes(),
+                ..Evicted::default()
+            });
+        }
+        let pins = self.book.pins().await?;
+        let mut candidates = self.candidates(&pins).await?;
+        candidates.sort_by_key(|c| c.used_ms);
+        let mut done = Evicted::default();
+        for c in candidates {
+            if self.disk_bytes() <= target {
+                break;
+            }
+            // Used since the scan began: keep it.
+            if self.usage.noted(&c.key) {
+                continue;
+            }
+            self.remove(&c.key).await?;
+            done.files += 1;
+            done.bytes += c.size;
+            let (registry, kind) = match &c.key {
+                BlobKey::Index(k) => (k.registry.as_str(), "index"),
+                BlobKey::Crate(k) => (k.registry.as_str(), "crate"),
+            };
+            self.metrics
+                .cache_evictions
+                .with_label_values(&[registry, kind])
+                .inc();
+            self.metrics
+                .cache_evicted_bytes
+                .with_label_values(&[registry])
+                .inc_by(c.size);
+        }
+        done.remaining_bytes = self.disk_bytes();
+        Ok(done)
+    }
+
+    /// Every tracked file that no pin covers, with its last use (or when it was written).
+    async fn candidates(&self, pins: &[Pin]) -> Result<Vec<Candidate>, StoreError> {
+        let pinned = |k: &BlobKey| pins.iter().any(|p| p.covers(k));
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for s in page {
+                let key = BlobKey::Index(s.key);
+                if pinned(&key) {
+                    continue;
+                }
+                // An unreadable record is the first to go.
+                let (written, size) = s.record.map_or((0, 0), |r| (r.checked_at_ms, r.size));
+                let used_ms = s.used_ms.unwrap_or(written);
+                out.push(Candidate { used_ms, size, key });
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for s in page {
+                let key = BlobKey::Crate(s.key);
+                if pinned(&key) {
+                    continue;
+                }
+                let (written, size) = s.record.map_or((0, 0), |r| (r.stored_at_ms, r.size));
+                let used_ms = s.used_ms.unwrap_or(written);
+                out.push(Candidate { used_ms, size, key });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes one file: its record first, then the file (memory copy included).
+    pub async fn remove(&self, key: &BlobKey) -> Result<(), StoreError> {
+        match key {
+            BlobKey::Index(k) => self.book.remove_index(k).await?,
+            BlobKey::Crate(k) => self.book.remove_crate(k).await?,
+        }
+        self.blobs.delete(key).await
+    }
+
+    /// Removes one crate's cached files from a mirror (its index file and every version's
+    /// crate file, or one version's crate file); returns the files removed.
+    pub async fn purge(
+        &self,
+        registry: &crate::names::RegistryName,
+        name: &crate::names::CrateName,
+        version: Option<&crate::names::Version>,
+    ) -> Result<Vec<BlobKey>, StoreError> {
+        let _one = self.running.lock().await;
+        let target = Pin::new(registry, name, version.cloned());
+        let mut keys = Vec::new();
+        if version.is_none() {
+            let k = crate::store::IndexKey::krate(registry, name);
+            if self.book.index(&k).await?.is_some() {
+                keys.push(BlobKey::Index(k));
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            keys.extend(
+                page.into_iter()
+                    .map(|s| BlobKey::Crate(s.key))
+                    .filter(|k| target.covers(k)),
+            );
+        }
+        for k in &keys {
+            self.remove(k).await?;
+        }
+        Ok(keys)
+    }
+
+    /// Statistics of the files the bookkeeping tracks, by registry.
+    pub async fn stats(&self) -> Result<Vec<RegistryStats>, StoreError> {
+        let mut by: std::collections::BTreeMap<String, RegistryStats> = Default::default();
+        let now = now_ms();
+        let mut entry = |registry: &str, index: bool, size: u64, used: Option<u64>| {
+            let s = by
+                .entry(registry.to_owned())
+                .or_insert_with(|| RegistryStats::new(registry));
+            if index {
+                s.index_files += 1;
+                s.index_bytes += size;
+            } else {
+                s.crate_files += 1;
+                s.crate_bytes += size;
+            }
+            if let Some(u) = used {
+                s.oldest_use_age_ms = s.oldest_use_age_ms.max(now.saturating_sub(u));
+            }
+        };
+        let mut after = None;
+        loop {
+            let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for s in page {
+                let size = s.record.as_ref().map_or(0, |r| r.size);
+                let used = s
+                    .used_ms
+                    .or(s.record.as_ref().ok().map(|r| r.checked_at_ms));
+                entry(s.key.registry.as_str(), true, size, used);
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            for s in page {
+                let size = s.record.as_ref().map_or(0, |r| r.size);
+                let used = s.used_ms.or(s.record.as_ref().ok().map(|r| r.stored_at_ms));
+                entry(s.key.registry.as_str(), false, size, used);
+            }
+        }
+        Ok(by.into_values().collect())
+    }
+
+    pub fn book(&self) -> &Arc<dyn CacheBook> {
+        &self.book
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+}
+
+/// What `cache stats` shows of one registry's cached files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RegistryStats {
+    pub registry: String,
+    pub index_files: u64,
+    pub index_bytes: u64,
+    pub crate_files: u64,
+    pub crate_bytes: u64,
+    /// How long ago the least recently used file was used.
+    pub oldest_use_age_ms: u64,
+    /// Lookups answered from the cache, and all lookups, since the server started (online
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookups: Option<u64>,
+}
+
+impl RegistryStats {
+    fn new(registry: &str) -> Self {
+        Self {
+            registry: registry.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
