@@ -19,25 +19,61 @@ use crate::net::Readiness;
 use crate::registry::{Allowed, Private, PrivateParts};
 use crate::store::{
     AccountStore, BlobStore, CacheBook, FsBlobStore, MemoryTier, MetaStore, SledAccounts, SledBook,
-    open_db,
+    SledMeta,
 };
 use crate::upstream::{HttpUpstream, system_roots};
 
 /// Fails with a message that says so when `dir` cannot be written (sled's own error would be
 /// read as a lock held by another process).
 pub fn writable(dir: &std::path::Path) -> anyhow::Result<()> {
-    let probe = dir.join(format!(".write-check-{}", std::process::id()));
-    // Some bytes, synced: on a full disk an empty file can still be created.
-    let result = std::fs::File::create(&probe)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, &[0u8; 65536]).and_then(|()| f.sync_all())
-        })
-        .and_then(|()| std::fs::remove_file(&probe));
-    let _ = std::fs::remove_file(&probe);
-    result.with_context(|| {
+    probe_write(dir).with_context(|| {
         format!(
             "the data folder {} is not writable by this process; give its user write access or set storage.data_dir",
             dir.display()
+        )
+    })
+}
+
+/// Writes some bytes to a file in `dir`, synced, and removes it (on a full disk an empty file
+/// can still be created).
+fn probe_write(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    let result = std::fs::File::create(&probe)
+        .and_then(|mut f| f.write_all(&[0u8; 65536]).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::remove_file(&probe));
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+/// Whether the data folder can be used, without creating it: an existing folder must be
+/// writable; a missing one must be creatable (its nearest existing parent writable).
+pub fn data_folder_usable(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return writable(dir);
+    }
+    anyhow::ensure!(
+        !dir.exists(),
+        "storage.data_dir {} exists and is not a folder",
+        dir.display()
+    );
+    let absolute = std::path::absolute(dir)?;
+    let parent = absolute
+        .ancestors()
+        .skip(1)
+        .find(|p| p.exists())
+        .context("no parent folder of storage.data_dir exists")?;
+    anyhow::ensure!(
+        parent.is_dir(),
+        "storage.data_dir {} cannot be created: {} is not a folder",
+        dir.display(),
+        parent.display()
+    );
+    probe_write(parent).with_context(|| {
+        format!(
+            "storage.data_dir {} cannot be created: {} is not writable by this process",
+            dir.display(),
+            parent.display()
         )
     })
 }
@@ -81,9 +117,9 @@ impl App {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
         writable(dir)?;
-        let db = open_db(&dir.join("meta"))?;
-        let book = SledBook::with_db(db.clone())?;
-        let accounts = SledAccounts::with_db(db)?;
+        let meta = SledMeta::open(&dir.join("meta"))?;
+        let book = SledBook::with_meta(meta.clone())?;
+        let accounts = SledAccounts::with_meta(meta)?;
         Self::with_stores(config, Arc::new(book), Arc::new(accounts))
     }
 

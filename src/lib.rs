@@ -3,7 +3,8 @@
 //! Layering, top to bottom: `http` (routes, errors, middleware) → `mirror` (the pull-through
 //! path) → `store` / `upstream` / `index` (bytes and bookkeeping, the upstream client, the
 //! sparse format). `net` (listeners, TLS, h2c, PEM) sits beside `http` and hands it a
-//! `ConnInfo`; `config`, `names` and `metrics` are shared by all. The [`app::App`] value owns
+//! `ConnInfo`; `cache` keeps the disk cache within its limit and in agreement with its
+//! bookkeeping; `config`, `names` and `metrics` are shared by all. The [`app::App`] value owns
 //! every part and hands it down; nothing is global.
 
 pub mod app;
@@ -11,6 +12,8 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod index;
 pub mod metrics;

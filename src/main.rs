@@ -160,6 +160,10 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
         cratedock::net::TlsServer::new(tls, metrics).context("server.tls")?;
     }
     cratedock::app::App::check_upstreams(&config)?;
+    cratedock::app::data_folder_usable(&config.storage.data_dir)?;
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
     println!(
         "{}: ok ({} registr{}: {})",
         file.display(),
@@ -200,6 +204,9 @@ const BLOCKING_THREADS: usize = 32;
 fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &cli)?;
     init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let origin = config_path.as_deref().map_or_else(
         || "the embedded default".to_owned(),
         |p| p.display().to_string(),

@@ -14,8 +14,8 @@ use crate::config::{CliOverrides, Config, RegistryConfig};
 use crate::metrics::Metrics;
 use crate::names::{CrateName, RegistryName, Version};
 use crate::store::{
-    AccountStore, Actor, AuditEntry, CacheBook, FsBlobStore, SledAccounts, SledBook, now_ms,
-    open_db,
+    AccountStore, Actor, AuditEntry, CacheBook, FsBlobStore, SledAccounts, SledBook, SledMeta,
+    now_ms,
 };
 
 /// Where the data folder is: a configuration file, or the folder itself.
@@ -53,7 +53,7 @@ impl Folder {
             "{} holds no cratedock data (no meta/ folder)",
             dir.display()
         );
-        let db = open_db(&dir.join("meta")).map_err(|e| {
+        let db = SledMeta::open(&dir.join("meta")).map_err(|e| {
             if e.to_string().contains("another cratedock") {
                 anyhow::anyhow!(
                     "{e}\nthese commands need the server stopped; against a running server use `cratedock admin cache ...`"
@@ -62,8 +62,8 @@ impl Folder {
                 e.into()
             }
         })?;
-        let book = Arc::new(SledBook::with_db(db.clone())?);
-        let accounts = SledAccounts::with_db(db)?;
+        let book = Arc::new(SledBook::with_meta(db.clone())?);
+        let accounts = SledAccounts::with_meta(db)?;
         let disk = Arc::new(FsBlobStore::open(&dir)?);
         let c = &config.cache;
         let keeper = Keeper::new(

@@ -22,7 +22,12 @@ impl Config {
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        Self::merge(&origin, &text, &env, cli)
+        let mut config = Self::merge(&origin, &text, &env, cli)?;
+        config.warnings = std::env::vars()
+            .map(|(k, _)| k)
+            .filter_map(|k| stray_variable(&k))
+            .collect();
+        Ok(config)
     }
 
     /// Merges the layers: code defaults, the file's text, `CRATEDOCK__…` variables, the CLI.
@@ -38,7 +43,7 @@ impl Config {
         // Parse the file on its own first: that error carries line, column and key name.
         toml::from_str::<Config>(file_text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
-            message: e.to_string(),
+            message: at_the_key(file_text, &e),
         })?;
         let file: toml::Table = toml::from_str(file_text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
@@ -61,8 +66,10 @@ impl Config {
                 }
             }
         }
+        // Which key each variable set, to name the variable if that key is refused.
+        let mut set_by: Vec<(String, String)> = Vec::new();
         for (name, raw) in env {
-            apply_env(&mut merged, name, raw)?;
+            set_by.push((name.clone(), apply_env(&mut merged, name, raw)?.join(".")));
         }
         if let Some(listen) = cli.listen {
             set(
@@ -81,13 +88,60 @@ impl Config {
 
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                let key = e.path().to_string();
+                let var = set_by.iter().find(|(_, set)| {
+                    set == &key
+                        || set.starts_with(&format!("{key}."))
+                        || key.starts_with(&format!("{set}."))
+                });
                 ConfigError::Parse {
-                    origin: format!("{origin} with environment and command-line overrides"),
-                    message: format!("key `{}`: {}", e.path(), e.inner()),
+                    origin: match var {
+                        Some((var, _)) => format!("environment variable {var}"),
+                        None => format!("{origin} with environment and command-line overrides"),
+                    },
+                    message: format!("key `{key}`: {}", e.inner()),
                 }
             })?;
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The parse error, pointed at the unknown key's own line when toml points at its table's
+/// header instead (as it does inside a registry, whose kind decides its keys).
+fn at_the_key(text: &str, e: &toml::de::Error) -> String {
+    let message = e.to_string();
+    let unknown = e
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let (Some(key), Some(span)) = (unknown, e.span()) else {
+        return message;
+    };
+    // The lines before the span's start; the span's own line is the next one.
+    let before = text[..span.start].matches('\n').count();
+    let found = text
+        .lines()
+        .enumerate()
+        .skip(before)
+        .skip_while(|(_, l)| l.trim_start().starts_with('['))
+        .take_while(|(_, l)| !l.trim_start().starts_with('['))
+        .find(|(_, l)| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || l.strip_prefix(&format!("\"{key}\""))
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+    match found {
+        Some((i, line)) => format!(
+            "line {}: unknown key `{key}`\n  |\n{} | {line}\n  |\n{}",
+            i + 1,
+            i + 1,
+            e.message()
+        ),
+        None => message,
     }
 }
 
@@ -120,10 +174,37 @@ fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
     t.insert((*last).to_owned(), value);
 }
 
+/// Variables of cratedock's own besides the `CRATEDOCK__` overrides.
+const OWN_VARIABLES: &[&str] = &[
+    "CRATEDOCK_CONFIG",
+    "CRATEDOCK_URL",
+    "CRATEDOCK_TOKEN",
+    "CRATEDOCK_TOKEN_FILE",
+    "CRATEDOCK_CA_FILE",
+];
+
+/// A warning for a `CRATEDOCK_…` variable that sets nothing (`CRATEDOCK_SERVER_LISTEN`: a single
+/// underscore where the overrides take two).
+fn stray_variable(name: &str) -> Option<String> {
+    if !name.starts_with("CRATEDOCK_") || name.starts_with(ENV_PREFIX) {
+        return None;
+    }
+    if OWN_VARIABLES.contains(&name) {
+        return None;
+    }
+    let suggestion = format!(
+        "{ENV_PREFIX}{}",
+        name["CRATEDOCK_".len()..].replacen('_', "__", 1)
+    );
+    Some(format!(
+        "environment variable {name} sets nothing: overrides are {ENV_PREFIX}SECTION__KEY (did you mean {suggestion}?)"
+    ))
+}
+
 /// Applies `CRATEDOCK__A__B__C=value`. Segments are matched to existing keys ignoring case and
 /// treating `_` and `-` alike (so `REGISTRIES__CRATES_IO` finds `crates-io`). The value is
 /// typed by the key it sets ([`value_for`]): a token or a path of digits stays a string.
-fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<Vec<String>, ConfigError> {
     let origin = || format!("environment variable {var}");
     let rest = &var[ENV_PREFIX.len()..];
     let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -175,7 +256,7 @@ fn apply_env(table: &mut toml::Table, var: &str, raw: &str) -> Result<(), Config
             })?;
         }
     }
-    Ok(())
+    Ok(resolved)
 }
 
 /// The value of `raw` for the key at `path`, typed as that key is typed: text for string keys,

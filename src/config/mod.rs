@@ -6,6 +6,8 @@
 //! the key; `config/default.toml` documents every key and is the embedded default.
 
 mod merge;
+#[cfg(test)]
+mod props;
 mod registries;
 mod validate;
 
@@ -49,11 +51,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Registries by name; the name is the first path segment of their routes.
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// What loading noticed without refusing it (stray environment variables); logged at
+    /// start, printed by `config check`.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
+    #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     /// Base URL clients reach cratedock at; empty means the connection's scheme (`http://` or
     /// `https://`) plus the request's Host.
@@ -67,6 +74,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A client must send a request's headers within this time, or the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// A write to a client that has waited this long for the client to read ends the
+    /// connection.
+    pub send_timeout_ms: u64,
     /// Upgrade plain connections to HTTP/2 when the first request asks (`Upgrade: h2c`).
     pub h2c_upgrade: bool,
     /// The HTTPS listener, beside the plain one; absent means no TLS.
@@ -85,6 +95,7 @@ pub enum ClientAuth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    #[serde(deserialize_with = "address")]
     pub listen: SocketAddr,
     /// PEM: the server certificate first, then the intermediates.
     pub cert_file: PathBuf,
@@ -205,6 +216,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 30_000,
             shutdown_delay_ms: 2_000,
             idle_timeout_ms: 120_000,
+            send_timeout_ms: 60_000,
             max_connections: 10_000,
             header_read_timeout_ms: 30_000,
             h2c_upgrade: true,
@@ -263,8 +275,32 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             registries,
+            warnings: Vec::new(),
         }
     }
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a host name that resolves (its first
+/// address; `localhost:8080` is loopback).
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(d)?;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved = text.to_socket_addrs().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "`{text}` is neither IP:PORT nor HOST:PORT with a host name that resolves ({e})"
+        ))
+    })?;
+    let addrs: Vec<SocketAddr> = resolved.collect();
+    // IPv4 first, as `localhost` means 127.0.0.1 to most tools.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("`{text}` resolves to no address")))
 }
 
 /// The few settings the command line can override.

@@ -41,6 +41,9 @@ impl Config {
                 );
             }
         }
+        if self.server.send_timeout_ms == 0 {
+            return invalid("server.send_timeout_ms must be positive".into());
+        }
         if self.server.idle_timeout_ms == 0 {
             return invalid("server.idle_timeout_ms must be positive".into());
         }

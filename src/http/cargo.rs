@@ -12,7 +12,7 @@ use super::ApiError;
 use super::access::{Access, ApiRead, Read, base_url};
 use crate::app::App;
 use crate::index::{IndexRequest, served_config};
-use crate::mirror::{CrateBody, IndexEntry, Lookup, Mirror};
+use crate::mirror::{CrateBody, IndexBody, IndexEntry, Lookup, Mirror};
 use crate::names::{CrateName, Version};
 use crate::net::ConnInfo;
 use crate::registry::{IndexDoc, Private};
@@ -105,7 +105,17 @@ pub(super) async fn index_file(
         Registry::Mirror(mirror) => match mirror.index_file(&name).await? {
             Lookup::Found(entry) => {
                 let shared = app.auth_required(&registry) != Some(true);
-                Ok(index_response(&app, &entry, &headers, shared))
+                let cache_control = mirror_cache_control(&entry, shared);
+                let etag = &entry.meta.etag;
+                if let Some(resp) = not_modified(etag, &cache_control, &headers) {
+                    return Ok(resp);
+                }
+                let body = match &entry.body {
+                    IndexBody::Memory(b) => Blob::Bytes(b.clone()),
+                    // Too large for memory: streamed from disk, never read whole.
+                    IndexBody::Stored => mirror.index_body(&name, &entry).await?,
+                };
+                Ok(body_response(&app, body, etag, cache_control))
             }
             Lookup::NotFound => Err(not_found()),
         },
@@ -123,56 +133,100 @@ pub(super) async fn index_file(
 
 /// A private index file: always revalidated (`no-cache`), with its strong ETag.
 fn private_index_response(app: &App, doc: &IndexDoc, headers: &HeaderMap) -> Response {
-    index_body_response(app, &doc.body, &doc.etag, NO_CACHE, headers)
+    not_modified(&doc.etag, &NO_CACHE, headers)
+        .unwrap_or_else(|| body_response(app, Blob::Bytes(doc.body.clone()), &doc.etag, NO_CACHE))
 }
 
-/// A mirror's index file, fresh for as long as its copy is. `shared`: a shared cache (a
+/// A mirror's index file is fresh for as long as its copy is. `shared`: a shared cache (a
 /// corporate proxy) may keep it; not when the registry needs a token (the proxy would hand it
 /// to clients without one), nor when the upstream said it is private.
-fn index_response(app: &App, entry: &IndexEntry, headers: &HeaderMap, shared: bool) -> Response {
+fn mirror_cache_control(entry: &IndexEntry, shared: bool) -> HeaderValue {
     let max_age = entry.meta.record.fresh_until_ms.saturating_sub(now_ms()) / 1000;
     let scope = if shared && !entry.meta.record.private {
         "public"
     } else {
         "private"
     };
-    let cache_control = HeaderValue::from_str(&format!("{scope}, max-age={max_age}"))
-        .expect("digits are a valid header value");
-    index_body_response(app, &entry.body, &entry.meta.etag, cache_control, headers)
+    HeaderValue::from_str(&format!("{scope}, max-age={max_age}"))
+        .expect("digits are a valid header value")
 }
 
-/// An index body, or `304` when the client holds it.
-fn index_body_response(
-    app: &App,
-    body: &Bytes,
+/// cratedock's ETag is hex digits in quotes (shared, not copied); a record that holds
+/// anything else goes out without one.
+fn etag_header(etag: &Bytes) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(etag.clone()).ok()
+}
+
+/// `304` when the client holds the file already.
+fn not_modified(
     etag: &Bytes,
-    cache_control: HeaderValue,
+    cache_control: &HeaderValue,
     headers: &HeaderMap,
-) -> Response {
-    // cratedock's ETag is hex digits in quotes (shared, not copied); a record that holds
-    // anything else goes out without one.
-    let etag = HeaderValue::from_maybe_shared(etag.clone()).ok();
-    if let Some(etag) = &etag
-        && if_none_match(headers, etag)
-    {
-        let mut resp = StatusCode::NOT_MODIFIED.into_response();
-        let h = resp.headers_mut();
-        h.insert(header::ETAG, etag.clone());
-        h.insert(header::CACHE_CONTROL, cache_control);
-        return resp;
+) -> Option<Response> {
+    let etag = etag_header(etag)?;
+    if !if_none_match(headers, &etag) {
+        return None;
     }
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, cache_control.clone());
+    Some(resp)
+}
+
+/// An index body: from memory without a copy, or streamed from disk with its length.
+fn body_response(app: &App, body: Blob, etag: &Bytes, cache_control: HeaderValue) -> Response {
+    let (len, body) = match body {
+        Blob::Bytes(b) => (b.len() as u64, Body::from(b)),
+        Blob::Stream { len, body } => (len, Body::from_stream(body)),
+    };
     app.metrics
         .bytes_served
         .with_label_values(&["index"])
-        .inc_by(body.len() as u64);
-    let mut resp = Response::new(Body::from(body.clone()));
+        .inc_by(len);
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, TEXT_PLAIN);
-    if let Some(etag) = etag {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(etag) = etag_header(etag) {
         h.insert(header::ETAG, etag);
     }
     h.insert(header::CACHE_CONTROL, cache_control);
     resp
+}
+
+/// A crate body that logs and counts its failure: once the status line is out, a failure can
+/// only cut the transfer short, which the client sees as a broken download (cargo retries).
+/// `from`: where the bytes come from (`disk`, `upstream`); the cause is taken from the error.
+fn watched(
+    app: &Arc<App>,
+    from: &'static str,
+    body: futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use futures_util::StreamExt;
+    let metrics = app.metrics.clone();
+    let span = tracing::Span::current();
+    body.inspect(move |item| {
+        if let Err(e) = item {
+            let text = e.to_string();
+            let cause = if text.contains("SHA-256") || text.contains("checksum") {
+                "checksum"
+            } else if text.contains("timed out") || text.contains("timeout") {
+                "timeout"
+            } else if text.contains("larger than") || text.contains("too large") {
+                "too_large"
+            } else {
+                from
+            };
+            metrics
+                .responses_cut_short
+                .with_label_values(&["crate", cause])
+                .inc();
+            span.in_scope(|| {
+                tracing::warn!(cause, error = %e, "crate download cut short after its status was sent");
+            });
+        }
+    })
 }
 
 /// RFC 9110 `If-None-Match` with weak comparison.
@@ -227,9 +281,11 @@ pub(super) async fn download(
             let len = bytes.len() as u64;
             (Body::from(bytes), Some(len))
         }
-        CrateBody::Stored { len, body } => (Body::from_stream(body), Some(len)),
+        CrateBody::Stored { len, body } => {
+            (Body::from_stream(watched(&app, "disk", body)), Some(len))
+        }
         // Without an announced length it goes out chunked.
-        CrateBody::Streaming(s) => (Body::from_stream(s.body), s.len),
+        CrateBody::Streaming(s) => (Body::from_stream(watched(&app, "upstream", s.body)), s.len),
     };
     if let Some(len) = len {
         app.metrics

@@ -46,6 +46,9 @@ impl From<Blob> for CrateBody {
     }
 }
 
+/// The largest file followed in memory when it cannot be staged on disk.
+const PASS_THROUGH_BYTES: u64 = 64 * 1024 * 1024;
+
 /// How a download ended.
 enum Fetched {
     /// Verified and held in memory; still to be stored.
@@ -162,7 +165,8 @@ impl Mirror {
                 Lookup::Found(e) => e,
                 Lookup::NotFound => return Err(not_found()),
             };
-            if let Some(line) = find_version(&entry.body, key.version.as_str()) {
+            let body = self.body_bytes(&ikey, &entry).await?;
+            if let Some(line) = find_version(&body, key.version.as_str()) {
                 return Ok(line);
             }
             let just_checked = now_ms().saturating_sub(entry.meta.record.checked_at_ms) < 1_000;
@@ -259,18 +263,37 @@ impl Mirror {
         if len.is_some_and(|l| l > limit) {
             return Err(self.upstream_error(what, Failure::TooLarge(limit)));
         }
-        let in_memory = len.is_some_and(|l| self.blobs.fits(l));
+        // While writes to the data folder fail (a full disk), a file up to PASS_THROUGH_BYTES
+        // is followed in memory instead of a temporary blob: clients still get verified bytes,
+        // and storing it is tried after.
+        let disk_ok = self.metrics.disk_writable.get() == 1;
+        let pass_through = |l: u64| l <= PASS_THROUGH_BYTES.min(limit);
+        let mut in_memory =
+            len.is_some_and(|l| self.blobs.fits(l) || (!disk_ok && pass_through(l)));
+        let mut tmp: Option<Box<dyn TempBlob>> = None;
+        if !in_memory {
+            match self.blobs.temp().await.and_then(|t| Ok((t.reader()?, t))) {
+                Ok((reader, t)) => {
+                    progress.start_in_blob(reader, len);
+                    tmp = Some(t);
+                }
+                Err(e) if len.is_some_and(pass_through) => {
+                    self.metrics.disk_write("cache", false);
+                    tracing::warn!(registry = %self.name, error = %e, "cannot stage a download on disk; following it in memory");
+                    in_memory = true;
+                }
+                Err(e) => {
+                    self.metrics.disk_write("cache", false);
+                    return Err(e.into());
+                }
+            }
+        }
+        if in_memory {
+            progress.start_in_memory(len);
+        }
         // Bytes kept for the memory tier: always in memory mode, and for a file of unknown
         // length as long as it stays small enough.
         let mut keep = (in_memory || len.is_none()).then(BytesMut::new);
-        let mut tmp: Option<Box<dyn TempBlob>> = None;
-        if in_memory {
-            progress.start_in_memory(len);
-        } else {
-            let t = self.blobs.temp().await?;
-            progress.start_in_blob(t.reader()?, len);
-            tmp = Some(t);
-        }
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut chunks = stream.chunks;

@@ -33,8 +33,17 @@ impl IndexMeta {
 /// A cached index file: its body and what the mirror knows of it.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexEntry {
-    pub(crate) body: Bytes,
+    pub(crate) body: IndexBody,
     pub(crate) meta: Arc<IndexMeta>,
+}
+
+/// Where an index file's body is.
+#[derive(Debug, Clone)]
+pub(crate) enum IndexBody {
+    Memory(Bytes),
+    /// In the blob store, too large for the memory tier: streamed from there when a client
+    /// needs it (a `304` never reads it), never read whole for each request.
+    Stored,
 }
 
 /// The answer for an index file.
@@ -125,15 +134,19 @@ impl Mirror {
     fn cached_entry(&self, blob: &BlobKey) -> Option<IndexEntry> {
         let held = self.blobs.held(blob)?;
         Some(IndexEntry {
-            body: held.bytes,
+            body: IndexBody::Memory(held.bytes),
             meta: held.attached?,
         })
     }
 
     /// Keeps an entry in memory: the body and its meta in one value, replacing an older one.
     fn remember(&self, blob: BlobKey, entry: &IndexEntry) {
-        self.blobs
-            .remember(blob, entry.body.clone(), Some(entry.meta.clone()));
+        match &entry.body {
+            IndexBody::Memory(b) => self
+                .blobs
+                .remember(blob, b.clone(), Some(entry.meta.clone())),
+            IndexBody::Stored => self.blobs.forget(&blob),
+        }
     }
 
     /// Reads an entry from the bookkeeping and the blob store.
@@ -152,6 +165,24 @@ impl Mirror {
             }
             Err(e) => return Err(e.into()),
         };
+        // Too large for memory: only its length is checked; it is streamed when needed.
+        if !self.blobs.fits(record.size) {
+            return match self.blobs.below().stat(blob).await? {
+                Some(len) if len == record.size => Ok(Some(IndexEntry {
+                    body: IndexBody::Stored,
+                    meta: IndexMeta::new(record),
+                })),
+                _ if self.index_flights.is_running(key) => Ok(None),
+                found => {
+                    tracing::warn!(
+                        registry = %self.name, file = %key.index_path(),
+                        found = found.is_some(), "index record without its file; fetching it again"
+                    );
+                    self.book.remove_index(key).await?;
+                    Ok(None)
+                }
+            };
+        }
         match self.blobs.below().get(blob).await? {
             Some(body) if body.len() as u64 == record.size => {
                 let meta = IndexMeta::new(record);
@@ -161,12 +192,15 @@ impl Mirror {
                 match held.attached {
                     // A copy remembered while this one was read is newer: take it.
                     Some(newer) => Ok(Some(IndexEntry {
-                        body: held.bytes,
+                        body: IndexBody::Memory(held.bytes),
                         meta: newer,
                     })),
                     // Bytes without a record are not an entry: keep the pair just read.
                     None => {
-                        let entry = IndexEntry { body, meta };
+                        let entry = IndexEntry {
+                            body: IndexBody::Memory(body),
+                            meta,
+                        };
                         self.remember(blob.clone(), &entry);
                         Ok(Some(entry))
                     }
@@ -304,7 +338,7 @@ impl Mirror {
                     private,
                 });
                 let entry = IndexEntry {
-                    body: body.clone(),
+                    body: IndexBody::Memory(body.clone()),
                     meta: meta.clone(),
                 };
                 self.remember(blob.clone(), &entry);
@@ -423,7 +457,8 @@ impl Mirror {
         let invalid = |f| UpstreamError::new(&self.name, "config.json", f);
         match self.lookup(&IndexKey::config(&self.name)).await? {
             Lookup::Found(e) => {
-                let cfg: UpstreamConfig = serde_json::from_slice(&e.body)
+                let body = self.body_bytes(&IndexKey::config(&self.name), &e).await?;
+                let cfg: UpstreamConfig = serde_json::from_slice(&body)
                     .map_err(|e| invalid(Failure::Invalid(e.to_string())))?;
                 Ok(cfg.dl)
             }

@@ -14,13 +14,14 @@
 //!   up after the configured time instead of hanging on a stuck leader;
 //! - a record that cannot be read, or whose file is gone, is a miss: logged, counted, dropped.
 
+mod body;
 mod coalesce;
 mod crates;
 mod index;
 mod tee;
 
 pub(crate) use crates::CrateBody;
-pub(crate) use index::{IndexEntry, IndexMeta, Lookup};
+pub(crate) use index::{IndexBody, IndexEntry, IndexMeta, Lookup};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -48,7 +48,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// How a plain connection opened.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Opening {
+pub(crate) enum Opening {
     /// The first request asked for `h2c` and was upgraded: the connection now speaks HTTP/2.
     Upgraded,
     /// Anything else: serve it as it came.
@@ -58,7 +58,7 @@ pub(super) enum Opening {
 /// Reads the start of a plain connection and upgrades it to HTTP/2 when its first request
 /// asks for it. Returns the stream to serve (with every byte read so far put back in front)
 /// and how it opened. Errors are I/O errors or a client that broke the handshake midway.
-pub(super) async fn open<IO>(mut io: IO) -> io::Result<(Rewind<IO>, Opening)>
+pub(crate) async fn open<IO>(mut io: IO) -> io::Result<(Rewind<IO>, Opening)>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -245,7 +245,7 @@ fn integer(out: &mut BytesMut, mut v: usize, n: u32, flags: u8) {
 
 /// A stream with bytes put back in front of it.
 #[derive(Debug)]
-pub(super) struct Rewind<IO> {
+pub(crate) struct Rewind<IO> {
     prefix: Bytes,
     io: IO,
 }

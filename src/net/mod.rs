@@ -10,7 +10,9 @@
 //! period; a connection on which no request arrives for the idle timeout is closed gracefully.
 
 mod deadline;
-mod h2c;
+pub(crate) mod h2c;
+#[cfg(test)]
+mod h2c_props;
 pub mod pem;
 mod tls;
 
@@ -216,6 +218,7 @@ pub async fn serve(
     tracing::info!(addr = %plain.local_addr()?, "listening (HTTP)");
 
     let header_timeout = Duration::from_millis(server_cfg.header_read_timeout_ms);
+    let send_timeout = Duration::from_millis(server_cfg.send_timeout_ms);
     // On the signal: not ready at once, still serving for the delay (load balancers see the
     // 503 and stop sending new clients), then the listeners close and the drain begins.
     let delay = Duration::from_millis(server_cfg.shutdown_delay_ms);
@@ -248,8 +251,8 @@ pub async fn serve(
                 let Some((stream, peer)) = stream else { continue };
                 let info = ConnInfo { tls: false, peer: Some(peer), principal: None };
                 let (router, builder, watcher) = (router.clone(), builder.clone(), watch.clone());
+                let stream = FirstBytes::within(stream, header_timeout).sending_within(send_timeout);
                 if !server_cfg.h2c_upgrade {
-                    let stream = FirstBytes::within(stream, header_timeout);
                     tokio::spawn(serve_connection(stream, info, router, builder, watcher, permit));
                     continue;
                 }
@@ -275,7 +278,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     match server.accept(stream).await {
                         Ok((stream, peer)) => {
-                            let stream = FirstBytes::within(stream, header_timeout);
+                            let stream = FirstBytes::within(stream, header_timeout).sending_within(send_timeout);
                             let info = ConnInfo { tls: true, peer: Some(addr), principal: peer.principal };
                             serve_connection(stream, info, router, builder, watcher, permit).await;
                         }

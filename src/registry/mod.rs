@@ -12,7 +12,7 @@
 //! - every change is in the audit log.
 
 mod checks;
-mod frame;
+pub(crate) mod frame;
 mod line;
 mod manage;
 mod manifest;
@@ -20,7 +20,7 @@ mod manifest;
 mod properties;
 mod publish;
 mod search;
-mod tarball;
+pub(crate) mod tarball;
 
 pub(crate) use frame::{MAX_JSON_BYTES, Upload};
 pub(crate) use manage::OwnersChange;

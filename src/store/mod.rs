@@ -16,6 +16,7 @@ mod memory_accounts;
 mod packages;
 mod sled_accounts;
 mod sled_book;
+mod sled_meta;
 mod tier;
 
 #[cfg(test)]
@@ -31,7 +32,8 @@ pub use keys::{BlobKey, CrateKey, IndexKey};
 pub use memory_accounts::MemoryAccounts;
 pub use packages::{MetaStore, Owner, PackageChange, PackageRecord, PackageStore, VersionRecord};
 pub use sled_accounts::SledAccounts;
-pub use sled_book::{SledBook, open_db};
+pub use sled_book::SledBook;
+pub use sled_meta::{SledMeta, open_db};
 pub use tier::{Held, MemoryTier};
 
 use std::time::{SystemTime, UNIX_EPOCH};

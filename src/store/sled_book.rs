@@ -3,7 +3,7 @@
 //! totals change in one transaction.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -12,6 +12,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::book::{Kind, Pin, Scanned, SizeOnly};
+use super::sled_meta::SledMeta;
 use super::{BlobKey, CacheBook, CrateKey, CrateRecord, IndexKey, IndexRecord, StoreError, Totals};
 use crate::names::{CrateName, RegistryName, Version};
 
@@ -19,18 +20,38 @@ const TOTALS_KEY: &[u8] = b"totals";
 
 /// The totals are stored too, so that opening does not scan every entry (a scan of 200,000
 /// entries took 0.6 s and left 55 MiB more RSS behind, measured with benches/bookkeeping.sh).
+/// Its trees: `index`, `crates`, `stats` (the totals), `used` (when each file was last used:
+/// `i` or `c` and the record's key → milliseconds, big-endian), `pins` (`registry/name` or
+/// `registry/name/version` → nothing).
 pub struct SledBook {
-    db: sled::Db,
-    index: sled::Tree,
-    crates: sled::Tree,
-    stats: sled::Tree,
-    /// When each file was last used: `i` or `c` and the record's key → milliseconds (BE).
-    used: sled::Tree,
-    /// `registry/name` or `registry/name/version` → nothing.
-    pins: sled::Tree,
+    meta: Arc<SledMeta>,
     /// A copy of the stored totals, for [`CacheBook::totals`] without I/O; its lock also
     /// serializes changes.
-    totals: Mutex<Totals>,
+    totals: Arc<Mutex<Totals>>,
+}
+
+/// The stored totals; counted from the records when there are none.
+fn load_totals(db: &sled::Db) -> Result<Totals, StoreError> {
+    let index = db.open_tree("index").map_err(meta_err)?;
+    let crates = db.open_tree("crates").map_err(meta_err)?;
+    let stats = db.open_tree("stats").map_err(meta_err)?;
+    let stored = stats
+        .get(TOTALS_KEY)
+        .map_err(meta_err)?
+        .and_then(|v| serde_json::from_slice::<Totals>(&v).ok());
+    if let Some(t) = stored {
+        return Ok(t);
+    }
+    let mut t = Totals::default();
+    for (tree, kind) in [(&index, Kind::Index), (&crates, Kind::Crate)] {
+        for item in tree.iter() {
+            let (_, v) = item.map_err(meta_err)?;
+            t.adjust(kind, None, old_size(Some(v)));
+        }
+    }
+    let v = serde_json::to_vec(&t).map_err(meta_err)?;
+    stats.insert(TOTALS_KEY, v).map_err(meta_err)?;
+    Ok(t)
 }
 
 fn meta_err(e: impl std::fmt::Display) -> StoreError {
@@ -50,65 +71,28 @@ fn old_size(old: Option<sled::IVec>) -> Option<u64> {
         .map(|s| s.size)
 }
 
-/// Opens the sled database that holds cratedock's metadata (one per data folder; sled allows
-/// one process at a time, so a second cratedock on the same folder is refused here).
-pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(16 * 1024 * 1024)
-        .open()
-        .map_err(|e| {
-            let hint = if e.to_string().contains("could not acquire lock") {
-                "; is another cratedock using this data folder?"
-            } else {
-                ""
-            };
-            StoreError::Meta(format!("cannot open {} ({e}){hint}", path.display()))
-        })
-}
-
 impl SledBook {
-    /// Opens the database at `path` (see [`open_db`]) and the bookkeeping in it.
+    /// Opens the database at `path` (see [`SledMeta::open`]) and the bookkeeping in it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::with_db(open_db(path)?)
+        Self::with_meta(SledMeta::open(path)?)
     }
 
     /// The bookkeeping in an open database. The totals are read from it; a folder without
-    /// them (written by an older cratedock) is counted once and they are stored.
-    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
-        let index = db.open_tree("index").map_err(meta_err)?;
-        let crates = db.open_tree("crates").map_err(meta_err)?;
-        let stats = db.open_tree("stats").map_err(meta_err)?;
-        let used = db.open_tree("used").map_err(meta_err)?;
-        let pins = db.open_tree("pins").map_err(meta_err)?;
-        let stored = stats
-            .get(TOTALS_KEY)
-            .map_err(meta_err)?
-            .and_then(|v| serde_json::from_slice::<Totals>(&v).ok());
-        let totals = match stored {
-            Some(t) => t,
-            None => {
-                let mut t = Totals::default();
-                for (tree, kind) in [(&index, Kind::Index), (&crates, Kind::Crate)] {
-                    for item in tree.iter() {
-                        let (_, v) = item.map_err(meta_err)?;
-                        t.adjust(kind, None, old_size(Some(v)));
-                    }
-                }
-                let v = serde_json::to_vec(&t).map_err(meta_err)?;
-                stats.insert(TOTALS_KEY, v).map_err(meta_err)?;
-                t
+    /// them (written by an older cratedock) is counted once and they are stored. After the
+    /// database is reopened they are read again (what was not flushed is gone).
+    pub fn with_meta(meta: Arc<SledMeta>) -> Result<Self, StoreError> {
+        let totals = Arc::new(Mutex::new(load_totals(&meta.db()?)?));
+        let reloaded = Arc::downgrade(&totals);
+        meta.on_reopen(Box::new(move |db| {
+            if let (Some(t), Ok(fresh)) = (reloaded.upgrade(), load_totals(db)) {
+                *t.lock().expect("totals lock") = fresh;
             }
-        };
-        Ok(Self {
-            db,
-            index,
-            crates,
-            stats,
-            used,
-            pins,
-            totals: Mutex::new(totals),
-        })
+        }));
+        Ok(Self { meta, totals })
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.meta.tree(name)
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -135,7 +119,7 @@ impl SledBook {
         // value and each change starts from the one before.
         let mut current = self.totals.lock().expect("totals lock");
         let used_key = used_key(kind, key);
-        let result = (tree, &self.stats, &self.used).transaction(|(t, s, u)| {
+        let result = (tree, &self.tree("stats")?, &self.tree("used")?).transaction(|(t, s, u)| {
             let old = match &encoded {
                 Some((bytes, _)) => t.insert(key, bytes.as_slice())?,
                 None => {
@@ -205,6 +189,7 @@ impl SledBook {
             Some(a) => tree.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
             None => tree.iter(),
         };
+        let used = self.tree("used")?;
         let mut out = Vec::new();
         for item in range {
             let (k, v) = item.map_err(meta_err)?;
@@ -212,8 +197,7 @@ impl SledBook {
                 tracing::warn!(record = %String::from_utf8_lossy(&k), "skipping a bookkeeping record with a malformed name");
                 continue;
             };
-            let used_ms = self
-                .used
+            let used_ms = used
                 .get(used_key(kind, &k))
                 .map_err(meta_err)?
                 .and_then(|u| <[u8; 8]>::try_from(u.as_ref()).ok())
@@ -236,31 +220,41 @@ impl SledBook {
 #[async_trait]
 impl CacheBook for SledBook {
     async fn index(&self, key: &IndexKey) -> Result<Option<IndexRecord>, StoreError> {
-        Self::get(&self.index, &key.record_key())
+        Self::get(&self.tree("index")?, &key.record_key())
     }
 
     async fn put_index(&self, key: &IndexKey, record: &IndexRecord) -> Result<(), StoreError> {
         let k = key.record_key();
-        self.change(&self.index, Kind::Index, &k, Some((record, record.size)))
+        self.change(
+            &self.tree("index")?,
+            Kind::Index,
+            &k,
+            Some((record, record.size)),
+        )
     }
 
     async fn remove_index(&self, key: &IndexKey) -> Result<(), StoreError> {
         let k = key.record_key();
-        self.change::<IndexRecord>(&self.index, Kind::Index, &k, None)
+        self.change::<IndexRecord>(&self.tree("index")?, Kind::Index, &k, None)
     }
 
     async fn krate(&self, key: &CrateKey) -> Result<Option<CrateRecord>, StoreError> {
-        Self::get(&self.crates, &key.record_key())
+        Self::get(&self.tree("crates")?, &key.record_key())
     }
 
     async fn put_crate(&self, key: &CrateKey, record: &CrateRecord) -> Result<(), StoreError> {
         let k = key.record_key();
-        self.change(&self.crates, Kind::Crate, &k, Some((record, record.size)))
+        self.change(
+            &self.tree("crates")?,
+            Kind::Crate,
+            &k,
+            Some((record, record.size)),
+        )
     }
 
     async fn remove_crate(&self, key: &CrateKey) -> Result<(), StoreError> {
         let k = key.record_key();
-        self.change::<CrateRecord>(&self.crates, Kind::Crate, &k, None)
+        self.change::<CrateRecord>(&self.tree("crates")?, Kind::Crate, &k, None)
     }
 
     fn totals(&self) -> Totals {
@@ -274,7 +268,7 @@ impl CacheBook for SledBook {
     ) -> Result<Vec<Scanned<IndexKey, IndexRecord>>, StoreError> {
         let after = after.map(IndexKey::record_key);
         self.page(
-            &self.index,
+            &self.tree("index")?,
             Kind::Index,
             after,
             limit,
@@ -289,7 +283,7 @@ impl CacheBook for SledBook {
     ) -> Result<Vec<Scanned<CrateKey, CrateRecord>>, StoreError> {
         let after = after.map(CrateKey::record_key);
         self.page(
-            &self.crates,
+            &self.tree("crates")?,
             Kind::Crate,
             after,
             limit,
@@ -301,20 +295,20 @@ impl CacheBook for SledBook {
         let mut batch = sled::Batch::default();
         for (key, ms) in used {
             let (tree, kind, k) = match key {
-                BlobKey::Index(k) => (&self.index, Kind::Index, k.record_key()),
-                BlobKey::Crate(k) => (&self.crates, Kind::Crate, k.record_key()),
+                BlobKey::Index(k) => (self.tree("index")?, Kind::Index, k.record_key()),
+                BlobKey::Crate(k) => (self.tree("crates")?, Kind::Crate, k.record_key()),
             };
             // A file evicted meanwhile keeps no trace.
             if tree.contains_key(&k).map_err(meta_err)? {
                 batch.insert(used_key(kind, &k), &ms.to_be_bytes());
             }
         }
-        self.used.apply_batch(batch).map_err(meta_err)
+        self.tree("used")?.apply_batch(batch).map_err(meta_err)
     }
 
     async fn pins(&self) -> Result<Vec<Pin>, StoreError> {
         let mut out = Vec::new();
-        for item in self.pins.iter() {
+        for item in self.tree("pins")?.iter() {
             let (k, _) = item.map_err(meta_err)?;
             out.extend(pin_of(&k));
         }
@@ -324,17 +318,22 @@ impl CacheBook for SledBook {
     async fn set_pin(&self, pin: &Pin, on: bool) -> Result<bool, StoreError> {
         let k = pin_key(pin);
         let old = if on {
-            self.pins.insert(k, &[])
+            self.tree("pins")?.insert(k, &[])
         } else {
-            self.pins.remove(k)
+            self.tree("pins")?.remove(k)
         };
         let changed = old.map_err(meta_err)?.is_some() != on;
-        self.pins.flush_async().await.map_err(meta_err)?;
+        self.tree("pins")?.flush_async().await.map_err(meta_err)?;
         Ok(changed)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map(|_| ()).map_err(meta_err)
+        self.meta
+            .db()?
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(meta_err)
     }
 }
 
@@ -343,7 +342,10 @@ impl SledBook {
     /// writer left behind).
     #[cfg(test)]
     fn put_raw_index(&self, key: &IndexKey, raw: &[u8]) {
-        self.index.insert(key.record_key(), raw).unwrap();
+        self.tree("index")
+            .unwrap()
+            .insert(key.record_key(), raw)
+            .unwrap();
     }
 }
 

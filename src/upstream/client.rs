@@ -68,6 +68,8 @@ impl HttpUpstream {
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .read_timeout(Duration::from_millis(cfg.request_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Idle connections kept for reuse, at most as many as may be in use at once.
+            .pool_max_idle_per_host(cfg.max_connections as usize)
             .tcp_nodelay(true)
             .build()?;
         let token = match &cfg.token {

@@ -360,3 +360,41 @@ async fn requests_to_an_upstream_are_bounded_by_max_connections() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_fails_after_its_status_was_sent_is_logged_and_counted_as_cut_short() {
+    let up = FakeUpstream::start().await;
+    let p = build(CrateSpec::new("serde", "1.0.0").padding(400_000));
+    up.publish(p.clone());
+    let cd = Cratedock::start(&mirror_config(
+        &up.index_url(),
+        "download_timeout_ms = 1000",
+    ))
+    .await;
+    // The upstream sends half the file, then nothing: the client has its 200 already.
+    let gate = Gate::default();
+    up.set_fault(Fault::HalfThenWait(gate.clone()), Target::Crates);
+    let r = cd
+        .get("/crates-io/api/v1/crates/serde/1.0.0/download")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "the transfer is cut short");
+    gate.open();
+    wait_until("the cut is counted", || async {
+        cd.metric("responses_cut_short_total", "cause=\"timeout\"")
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(
+        cd.log().contains("cut short after its status was sent"),
+        "{}",
+        cd.log()
+    );
+    assert!(
+        cd.metric("upstream_requests_total", "outcome=\"timeout\"")
+            .await
+            >= 1.0
+    );
+    assert!(cd.stored_crates().is_empty());
+}

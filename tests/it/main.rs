@@ -10,7 +10,9 @@ mod support;
 
 mod auth;
 mod cache;
+mod crash;
 mod deploy;
+mod disk_full;
 mod faults;
 mod layers;
 mod mirror;
@@ -22,5 +24,6 @@ mod private_owners;
 mod publish_checks;
 mod publish_crash;
 mod recovery;
+mod resources;
 mod server;
 mod tls;

@@ -19,7 +19,8 @@ async fn metrics_and_health_are_served() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "test-123");
-
+    // The file is answered before it is stored; the disk gauges count it once it is.
+    cd.wait_idle().await;
     let text = cd.metrics_text().await;
     for name in [
         "cratedock_http_requests_total{route=\"/{registry}/api/v1/crates/{name}/{version}/download\",status=\"200\"} 1",
@@ -284,4 +285,105 @@ async fn metrics_are_open_on_loopback_and_need_the_secret_or_a_token_elsewhere()
     assert_eq!(get_from(&router, far, "/metrics", Some(&bearer)).await, 200);
     // Health checks stay open.
     assert_eq!(get_from(&router, far, "/health/live", None).await, 200);
+}
+
+fn config_check(file: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+        .args(["config", "check"])
+        .arg(file)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn config_check_points_at_the_key_takes_host_names_checks_the_folder_and_warns_of_stray_variables()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let data = dir.path().join("not-yet/data");
+    let registry =
+        "[registries.crates-io]\nkind = \"mirror\"\nupstream = \"https://index.crates.io/\"\n";
+    let write = |extra: &str, data_dir: &std::path::Path| {
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\nlisten = \"localhost:9000\"\n\n[storage]\ndata_dir = \"{}\"\n\n{registry}{extra}",
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+    };
+    // A misspelt key inside a registry is named at its own line.
+    write("retrys = 3\n", &data);
+    let (ok, err) = config_check(&file, &[]);
+    assert!(!ok);
+    assert!(err.contains("line 10: unknown key `retrys`"), "{err}");
+    // A host name is a valid listen address; a folder that does not exist yet but can be
+    // created is fine (and is not created by the check).
+    write("", &data);
+    let (ok, err) = config_check(&file, &[]);
+    assert!(ok, "{err}");
+    assert!(!data.exists());
+    // A variable with single underscores sets nothing: a warning says so.
+    let (ok, err) = config_check(&file, &[("CRATEDOCK_SERVER_LISTEN", "0.0.0.0:1")]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("CRATEDOCK_SERVER_LISTEN sets nothing")
+            && err.contains("CRATEDOCK__SERVER__LISTEN"),
+        "{err}"
+    );
+    // A bad value in the environment names its variable.
+    let (ok, err) = config_check(&file, &[("CRATEDOCK__CACHE__MEMORY_MAX_BYTES", "lots")]);
+    assert!(!ok);
+    assert!(
+        err.contains("environment variable CRATEDOCK__CACHE__MEMORY_MAX_BYTES"),
+        "{err}"
+    );
+    // A bad log filter is refused.
+    let (ok, err) = config_check(&file, &[("CRATEDOCK__LOG__LEVEL", "info,[[")]);
+    assert!(!ok && err.contains("log.level"), "{err}");
+    // A data folder that cannot be created is named.
+    write("", std::path::Path::new("/proc/cratedock-test/data"));
+    let (ok, err) = config_check(&file, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("storage.data_dir /proc/cratedock-test/data cannot be created"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_data_folder_that_is_not_writable_is_reported_as_such() {
+    let probe = Command::new("unshare").args(["-rm", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED: `unshare -rm` is not permitted here, so no read-only mount can be made"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A read-only bind mount of the folder, in a mount namespace of its own (root could write
+    // through file permissions).
+    let out = Command::new("unshare")
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro \"$0\" && exec \"$@\"",
+        ])
+        .arg(dir.path())
+        .arg(env!("CARGO_BIN_EXE_cratedock"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not writable"), "{err}");
+    assert!(!err.contains("another cratedock"), "{err}");
 }

@@ -8,21 +8,19 @@ use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use std::sync::Arc;
+
 use super::StoreError;
 use super::accounts::{
     AccountStore, AuditEntry, AuditQuery, Grant, Revocation, Team, TokenRecord, User, UserChange,
     has_working_admin,
 };
+use super::sled_meta::SledMeta;
 
+/// Its trees: `users`, `teams`, `grants`, `tokens`, `token_ids`, `audit`, `packages`, taken
+/// from the database on each operation (see [`SledMeta`]).
 pub struct SledAccounts {
-    db: sled::Db,
-    users: sled::Tree,
-    teams: sled::Tree,
-    grants: sled::Tree,
-    tokens: sled::Tree,
-    token_ids: sled::Tree,
-    audit: sled::Tree,
-    packages: sled::Tree,
+    meta: Arc<SledMeta>,
 }
 
 fn meta_err(e: impl std::fmt::Display) -> StoreError {
@@ -52,30 +50,18 @@ fn abort(e: impl std::fmt::Display) -> ConflictableTransactionError<String> {
 }
 
 impl SledAccounts {
-    /// The account trees in an open database (see `open_db`).
-    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
-        let tree = |name: &str| db.open_tree(name).map_err(meta_err);
-        Ok(Self {
-            users: tree("users")?,
-            teams: tree("teams")?,
-            grants: tree("grants")?,
-            tokens: tree("tokens")?,
-            token_ids: tree("token_ids")?,
-            audit: tree("audit")?,
-            packages: tree("packages")?,
-            db,
-        })
+    /// The account trees in an open database.
+    pub fn with_meta(meta: Arc<SledMeta>) -> Result<Self, StoreError> {
+        Ok(Self { meta })
     }
 
     /// A store in a temporary database, removed when dropped (tests and benchmarks).
     pub fn temporary() -> Result<Self, StoreError> {
-        // No background flusher: a temporary store is never read back.
-        let db = sled::Config::new()
-            .temporary(true)
-            .flush_every_ms(None)
-            .open()
-            .map_err(meta_err)?;
-        Self::with_db(db)
+        Self::with_meta(SledMeta::temporary()?)
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.meta.tree(name)
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
@@ -127,7 +113,7 @@ impl SledAccounts {
 
     /// The next audit sequence number (increasing across restarts: sled persists the counter).
     fn next_seq(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id().map_err(meta_err)? + 1)
+        Ok(self.meta.db()?.generate_id().map_err(meta_err)? + 1)
     }
 
     /// The audit record to store, with its sequence number.
@@ -149,7 +135,7 @@ impl SledAccounts {
         f: impl Fn(&Tx) -> TxResult<(T, bool)>,
     ) -> Result<T, StoreError> {
         let (seq, entry) = self.sealed(audit)?;
-        (tree, &self.audit)
+        (tree, &self.tree("audit")?)
             .transaction(|(t, a)| {
                 let (out, changed) = f(t)?;
                 if changed {
@@ -195,15 +181,15 @@ fn hide_key(e: StoreError) -> StoreError {
 #[async_trait]
 impl AccountStore for SledAccounts {
     async fn user(&self, login: &str) -> Result<Option<User>, StoreError> {
-        Self::get(&self.users, login)
+        Self::get(&self.tree("users")?, login)
     }
 
     async fn users(&self) -> Result<Vec<User>, StoreError> {
-        Self::all(&self.users)
+        Self::all(&self.tree("users")?)
     }
 
     async fn create_user(&self, user: &User, audit: &AuditEntry) -> Result<bool, StoreError> {
-        self.audited(&self.users, audit, |t| {
+        self.audited(&self.tree("users")?, audit, |t| {
             if tx_get::<User>(t, &user.login)?.is_some() {
                 return Ok((false, false));
             }
@@ -218,7 +204,7 @@ impl AccountStore for SledAccounts {
         change: &UserChange,
         audit: &AuditEntry,
     ) -> Result<Option<User>, StoreError> {
-        self.audited(&self.users, audit, |t| {
+        self.audited(&self.tree("users")?, audit, |t| {
             let Some(mut user) = tx_get::<User>(t, login)? else {
                 return Ok((None, false));
             };
@@ -229,15 +215,15 @@ impl AccountStore for SledAccounts {
     }
 
     async fn team(&self, name: &str) -> Result<Option<Team>, StoreError> {
-        Self::get(&self.teams, name)
+        Self::get(&self.tree("teams")?, name)
     }
 
     async fn teams(&self) -> Result<Vec<Team>, StoreError> {
-        Self::all(&self.teams)
+        Self::all(&self.tree("teams")?)
     }
 
     async fn create_team(&self, team: &Team, audit: &AuditEntry) -> Result<bool, StoreError> {
-        self.audited(&self.teams, audit, |t| {
+        self.audited(&self.tree("teams")?, audit, |t| {
             if tx_get::<Team>(t, &team.name)?.is_some() {
                 return Ok((false, false));
             }
@@ -253,7 +239,7 @@ impl AccountStore for SledAccounts {
         member: bool,
         audit: &AuditEntry,
     ) -> Result<Option<Team>, StoreError> {
-        self.audited(&self.teams, audit, |t| {
+        self.audited(&self.tree("teams")?, audit, |t| {
             let Some(mut found) = tx_get::<Team>(t, team)? else {
                 return Ok((None, false));
             };
@@ -268,11 +254,11 @@ impl AccountStore for SledAccounts {
     }
 
     async fn grants(&self) -> Result<Vec<Grant>, StoreError> {
-        Self::all(&self.grants)
+        Self::all(&self.tree("grants")?)
     }
 
     async fn add_grant(&self, grant: &Grant, audit: &AuditEntry) -> Result<(), StoreError> {
-        self.audited(&self.grants, audit, |t| {
+        self.audited(&self.tree("grants")?, audit, |t| {
             if tx_get::<Grant>(t, &grant.id)?.is_some() {
                 return Err(abort(format!("grant id {} exists", grant.id)));
             }
@@ -286,7 +272,7 @@ impl AccountStore for SledAccounts {
         id: &str,
         audit: &AuditEntry,
     ) -> Result<Option<Grant>, StoreError> {
-        self.audited(&self.grants, audit, |t| {
+        self.audited(&self.tree("grants")?, audit, |t| {
             let found = tx_get::<Grant>(t, id)?;
             if found.is_some() {
                 t.remove(id.as_bytes())?;
@@ -297,11 +283,11 @@ impl AccountStore for SledAccounts {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Self::get(&self.tokens, hash).map_err(hide_key)
+        Self::get(&self.tree("tokens")?, hash).map_err(hide_key)
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        Self::all(&self.tokens).map_err(hide_key)
+        Self::all(&self.tree("tokens")?).map_err(hide_key)
     }
 
     async fn create_token(
@@ -311,7 +297,11 @@ impl AccountStore for SledAccounts {
     ) -> Result<(), StoreError> {
         let value = encode(token)?;
         let (seq, entry) = self.sealed(audit)?;
-        (&self.tokens, &self.token_ids, &self.audit)
+        (
+            &self.tree("tokens")?,
+            &self.tree("token_ids")?,
+            &self.tree("audit")?,
+        )
             .transaction(|(tokens, ids, a)| {
                 if ids.get(&token.id)?.is_some() || tokens.get(&token.hash)?.is_some() {
                     return Err(abort(format!("token {} exists", token.id)));
@@ -330,11 +320,11 @@ impl AccountStore for SledAccounts {
         at_ms: u64,
         audit: &AuditEntry,
     ) -> Result<Revocation, StoreError> {
-        let Some(hash) = self.token_ids.get(id).map_err(meta_err)? else {
+        let Some(hash) = self.tree("token_ids")?.get(id).map_err(meta_err)? else {
             return Ok(Revocation::Unknown);
         };
         let hash = String::from_utf8_lossy(&hash).into_owned();
-        self.audited(&self.tokens, audit, |t| {
+        self.audited(&self.tree("tokens")?, audit, |t| {
             match tx_get::<TokenRecord>(t, &hash)? {
                 None => Ok((Revocation::Unknown, false)),
                 Some(token) if token.revoked_ms.is_some() => {
@@ -351,11 +341,11 @@ impl AccountStore for SledAccounts {
 
     async fn touch_tokens(&self, used: &[(String, u64)]) -> Result<(), StoreError> {
         for (id, at) in used {
-            let Some(hash) = self.token_ids.get(id).map_err(meta_err)? else {
+            let Some(hash) = self.tree("token_ids")?.get(id).map_err(meta_err)? else {
                 continue;
             };
             let hash = String::from_utf8_lossy(&hash).into_owned();
-            Self::change(&self.tokens, &hash, |t: &mut TokenRecord| {
+            Self::change(&self.tree("tokens")?, &hash, |t: &mut TokenRecord| {
                 t.used_at(*at);
             })
             .map_err(hide_key)?;
@@ -372,8 +362,8 @@ impl AccountStore for SledAccounts {
     ) -> Result<bool, StoreError> {
         // One process owns the database and bootstraps before it serves, so nothing can add
         // an admin between this scan and the transaction.
-        let users: Vec<User> = Self::all(&self.users)?;
-        let tokens: Vec<TokenRecord> = Self::all(&self.tokens).map_err(hide_key)?;
+        let users: Vec<User> = Self::all(&self.tree("users")?)?;
+        let tokens: Vec<TokenRecord> = Self::all(&self.tree("tokens")?).map_err(hide_key)?;
         if has_working_admin(&users, &tokens, now_ms) {
             return Ok(false);
         }
@@ -382,7 +372,12 @@ impl AccountStore for SledAccounts {
             .iter()
             .map(|e| self.sealed(e))
             .collect::<Result<Vec<_>, _>>()?;
-        (&self.users, &self.tokens, &self.token_ids, &self.audit)
+        (
+            &self.tree("users")?,
+            &self.tree("tokens")?,
+            &self.tree("token_ids")?,
+            &self.tree("audit")?,
+        )
             .transaction(|(users, tokens, ids, a)| {
                 if users.get(&user.login)?.is_some() {
                     return Ok(false);
@@ -400,7 +395,7 @@ impl AccountStore for SledAccounts {
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<u64, StoreError> {
         let (seq, bytes) = self.sealed(entry)?;
-        self.audit
+        self.tree("audit")?
             .insert(seq.to_be_bytes(), bytes)
             .map_err(meta_err)?;
         Ok(seq)
@@ -409,7 +404,7 @@ impl AccountStore for SledAccounts {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         let end = query.before_seq.unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for item in self.audit.range(..end.to_be_bytes()).rev() {
+        for item in self.tree("audit")?.range(..end.to_be_bytes()).rev() {
             if out.len() >= query.limit {
                 break;
             }
@@ -430,7 +425,7 @@ impl AccountStore for SledAccounts {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(meta_err)?;
+        self.meta.db()?.flush_async().await.map_err(meta_err)?;
         Ok(())
     }
 }

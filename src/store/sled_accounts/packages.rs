@@ -14,11 +14,11 @@ impl PackageStore for SledAccounts {
         registry: &str,
         canonical: &str,
     ) -> Result<Option<PackageRecord>, StoreError> {
-        Self::get(&self.packages, &package_key(registry, canonical))
+        Self::get(&self.tree("packages")?, &package_key(registry, canonical))
     }
 
     async fn packages(&self, registry: &str) -> Result<Vec<PackageRecord>, StoreError> {
-        self.packages
+        self.tree("packages")?
             .scan_prefix(format!("{registry}/"))
             .map(|item| {
                 let (k, v) = item.map_err(meta_err)?;
@@ -34,7 +34,7 @@ impl PackageStore for SledAccounts {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
         let key = package_key(&record.registry, canonical);
-        self.audited(&self.packages, audit, |t| {
+        self.audited(&self.tree("packages")?, audit, |t| {
             if t.get(key.as_bytes())?.is_some() {
                 return Ok((false, false));
             }
@@ -52,7 +52,7 @@ impl PackageStore for SledAccounts {
     ) -> Result<Option<PackageRecord>, StoreError> {
         let key = package_key(registry, canonical);
         let now = now_ms();
-        self.audited(&self.packages, audit, |t| {
+        self.audited(&self.tree("packages")?, audit, |t| {
             let Some(mut record) = tx_get::<PackageRecord>(t, &key)? else {
                 return Ok((None, false));
             };

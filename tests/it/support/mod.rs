@@ -12,7 +12,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use registry::{CrateSpec, build, sha256_hex};
+pub use registry::{CrateSpec, build, index_path, sha256_hex};
 pub use upstream::{FakeUpstream, Fault, Gate, Target};
 
 /// Installs the process-wide rustls provider the test's HTTP client needs.
@@ -98,18 +98,67 @@ impl Cratedock {
         Self::start_in(config, dir, data_dir, env).await
     }
 
+    /// Starts with its data folder on a tmpfs of `bytes` in a mount namespace of its own
+    /// (`unshare -rm`); `None` where this machine does not permit that (the caller skips).
+    /// `data_dir` then reads the folder through `/proc/PID/root`.
+    pub async fn start_on_tmpfs(config: &str, bytes: u64) -> Option<Self> {
+        let probe = Command::new("unshare")
+            .args(["-rm", "true"])
+            .stdin(Stdio::null())
+            .output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            eprintln!("SKIPPED: `unshare -rm` is not permitted here, so no tmpfs can be mounted");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("data");
+        std::fs::create_dir_all(&inner).unwrap();
+        let mount = format!("mount -t tmpfs -o size={bytes} tmpfs \"$0\" && exec \"$@\"");
+        let prefix = [
+            "unshare".to_owned(),
+            "-rm".to_owned(),
+            "sh".to_owned(),
+            "-c".to_owned(),
+            mount,
+            inner.display().to_string(),
+        ];
+        let mut me = Self::start_in_with(config, dir, inner.clone(), &[], &prefix).await;
+        let pid = me.child.as_ref().expect("running").id();
+        me.data_dir = PathBuf::from(format!("/proc/{pid}/root{}", inner.display()));
+        Some(me)
+    }
+
     async fn start_in(
         config: &str,
         dir: tempfile::TempDir,
         data_dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_in_with(config, dir, data_dir, env, &[]).await
+    }
+
+    /// Starts `prefix... cratedock serve ...`.
+    async fn start_in_with(
+        config: &str,
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+        prefix: &[String],
+    ) -> Self {
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let config_path = dir.path().join("cratedock.toml");
         std::fs::write(&config_path, config).unwrap();
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = dir.path().join(format!("cratedock-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_cratedock"))
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_cratedock"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cratedock")),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
