@@ -8,8 +8,9 @@
 //! ```text
 //! cargo run --release --example bench_registry -- PORT LATENCY_MS OUT_DIR
 //! ```
-//! writes `OUT_DIR/project/Cargo.toml` (a project depending on 300 of the crates) and
-//! `OUT_DIR/hot.env` (paths of a ~180 KB index file, a ~99 KB crate and a ~1.5 MB crate), then
+//! writes `OUT_DIR/project/Cargo.toml` (a project depending on 300 of the crates),
+//! `OUT_DIR/hot.env` (paths of a ~180 KB index file, a ~99 KB crate and a ~1.5 MB crate) and
+//! `OUT_DIR/paths.txt` (every crate's index file and newest download, as cratedock paths), then
 //! serves until killed.
 
 // Support modules are shared between test binaries: their `pub` items are for the others.
@@ -59,10 +60,17 @@ async fn main() {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let crates = 2_000;
     let (mut index_sizes, mut crate_sizes) = (Vec::new(), Vec::new());
+    // Every crate's index file and newest download, for the soak's load (benches/soak.sh).
+    let mut paths = Vec::new();
     for i in 0..crates {
         let name = format!("bench-crate-{i:04}");
         // Versions: most crates a handful, a few thousands (index files up to ~2 MB).
         let versions = rng.tail(1.0, 8_000.0, 0.8).max(1);
+        paths.push(format!("/crates-io/index/{}", registry::index_path(&name)));
+        paths.push(format!(
+            "/crates-io/api/v1/crates/{name}/1.{}.0/download",
+            versions - 1
+        ));
         // Size of the newest version's tarball: most a few KB, a few up to ~10 MB.
         let padding = rng.tail(2_500.0, 16_000_000.0, 0.8);
         let mut index_size = 0;
@@ -126,6 +134,7 @@ async fn main() {
         "HOT_INDEX=ho/t-/hot-index\nHOT_SMALL=hot-small/1.0.0\nHOT_LARGE=hot-large/1.0.0\n",
     )
     .unwrap();
+    std::fs::write(out.join("paths.txt"), paths.join("\n") + "\n").unwrap();
     println!("ready on {}", up.base);
     std::future::pending::<()>().await;
 }

@@ -38,7 +38,9 @@ pub fn writable(dir: &std::path::Path) -> anyhow::Result<()> {
 /// can still be created).
 fn probe_write(dir: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write;
-    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".write-check-{}-{n}", std::process::id()));
     let result = std::fs::File::create(&probe)
         .and_then(|mut f| f.write_all(&[0u8; 65536]).and_then(|()| f.sync_all()))
         .and_then(|()| std::fs::remove_file(&probe));
@@ -152,11 +154,23 @@ impl App {
         };
         let fs_below: Arc<dyn BlobStore> = Arc::new(blobs.clone());
         let c = &config.cache;
+        let mirror_names = config
+            .registries
+            .iter()
+            .filter(|(_, r)| matches!(r, RegistryConfig::Mirror(_)))
+            .map(|(n, _)| RegistryName::new(n))
+            .collect::<Result<Vec<_>, _>>()?;
         let keeper = Arc::new(Keeper::new(
             book.clone(),
             fs_below.clone(),
             Limit::new(c.disk_max_bytes, c.evict_high_percent, c.evict_low_percent),
+            mirror_names,
             metrics.clone(),
+        ));
+        // While the disk cannot stage downloads, they are followed in memory, within the memory
+        // tier's size in all.
+        let pass_through = Arc::new(tokio::sync::Semaphore::new(
+            (c.memory_max_bytes / 1024).min(u32::MAX as u64) as usize,
         ));
         let mut mirrors = BTreeMap::new();
         for (name, registry) in &config.registries {
@@ -175,6 +189,7 @@ impl App {
                 coalesce_wait: Duration::from_millis(config.cache.coalesce_wait_ms),
                 max_crate_bytes: config.cache.max_crate_bytes,
                 keeper: keeper.clone(),
+                pass_through: pass_through.clone(),
             });
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
@@ -281,7 +296,7 @@ impl App {
         tracing::info!(
             files = report.files,
             bytes = report.bytes,
-            fixed = report.problems.len(),
+            fixed = report.problems_found,
             adopted = report.adopted,
             "cache checked against its bookkeeping"
         );
@@ -295,6 +310,7 @@ impl App {
         opts: crate::cache::check::Options,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<crate::cache::check::Report, crate::store::StoreError> {
+        let _no_eviction = self.keeper.exclusive().await;
         let mirrors: Vec<RegistryName> = self.mirrors.values().map(|m| m.name().clone()).collect();
         let checker = crate::cache::check::Checker {
             book: self.book.as_ref(),

@@ -105,9 +105,9 @@ fn main() -> ExitCode {
             let report = offline::Folder::open(&folder)?.verify(repair).await?;
             print!("{}", offline::report_text(&report, repair));
             anyhow::ensure!(
-                report.problems.is_empty(),
+                report.problems_found == 0,
                 "{} problems found",
-                report.problems.len()
+                report.problems_found
             );
             Ok(())
         }),

@@ -40,15 +40,30 @@ pub struct Problem {
     pub action: Option<String>,
 }
 
+/// Problems listed one by one at most; beyond, they are only counted.
+const LISTED: usize = 1_000;
+
 /// What a check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Files checked, and their bytes.
     pub files: u64,
     pub bytes: u64,
+    /// Every problem found (the first thousand are listed).
+    #[serde(default)]
+    pub problems_found: u64,
     pub problems: Vec<Problem>,
     /// Files without a record that were checked and taken into the bookkeeping.
     pub adopted: u64,
+}
+
+impl Report {
+    fn add(&mut self, p: Problem) {
+        self.problems_found += 1;
+        if self.problems.len() < LISTED {
+            self.problems.push(p);
+        }
+    }
 }
 
 /// The parts a check works on.
@@ -86,10 +101,17 @@ impl Checker<'_> {
             after = Some(last.key.clone());
             for s in page {
                 let key = BlobKey::Index(s.key.clone());
+                if !self.mirrors.contains(&s.key.registry) {
+                    self.foreign(&key, opts, &mut report).await?;
+                    continue;
+                }
                 let len = self.len_of(&key, &mut files).await?;
                 let fault = match (&s.record, len) {
                     (Err(why), _) => Some(format!("unreadable record: {why}")),
-                    (Ok(_), None) => Some("the file is missing".to_owned()),
+                    (Ok(r), None) if self.still_index(&s.key, r).await? => {
+                        Some("the file is missing".to_owned())
+                    }
+                    (Ok(_), None) => None,
                     (Ok(r), Some(len)) if len != r.size => {
                         Some(format!("{len} bytes where the record says {}", r.size))
                     }
@@ -105,6 +127,7 @@ impl Checker<'_> {
                 done += 1;
                 (self.progress)(done, total);
             }
+            tokio::task::yield_now().await;
         }
 
         let mut after = None;
@@ -114,10 +137,17 @@ impl Checker<'_> {
             after = Some(last.key.clone());
             for s in page {
                 let key = BlobKey::Crate(s.key.clone());
+                if !self.mirrors.contains(&s.key.registry) {
+                    self.foreign(&key, opts, &mut report).await?;
+                    continue;
+                }
                 let len = self.len_of(&key, &mut files).await?;
                 let fault = match (&s.record, len) {
                     (Err(why), _) => Some(format!("unreadable record: {why}")),
-                    (Ok(_), None) => Some("the file is missing".to_owned()),
+                    (Ok(r), None) if self.still_crate(&s.key, r).await? => {
+                        Some("the file is missing".to_owned())
+                    }
+                    (Ok(_), None) => None,
                     (Ok(r), Some(len)) if len != r.size => {
                         Some(format!("{len} bytes where the record says {}", r.size))
                     }
@@ -133,6 +163,7 @@ impl Checker<'_> {
                 done += 1;
                 (self.progress)(done, total);
             }
+            tokio::task::yield_now().await;
         }
 
         // What is left has no record: index files first, so that an orphan crate file can be
@@ -147,6 +178,46 @@ impl Checker<'_> {
             (self.progress)(done, total.max(done));
         }
         Ok(report)
+    }
+
+    /// Whether the record is still the one scanned (a file evicted or replaced meanwhile by a
+    /// server at work is not a fault).
+    async fn still_index(&self, key: &IndexKey, r: &IndexRecord) -> Result<bool, StoreError> {
+        Ok(matches!(self.book.index(key).await, Ok(Some(now)) if now == *r))
+    }
+
+    async fn still_crate(&self, key: &CrateKey, r: &CrateRecord) -> Result<bool, StoreError> {
+        Ok(matches!(self.book.krate(key).await, Ok(Some(now)) if now == *r))
+    }
+
+    /// A record of a registry that is not a mirror here (renamed, or now a private registry):
+    /// reported; with `repair` the record goes, never the file (a private registry's files are
+    /// its index itself).
+    async fn foreign(
+        &self,
+        key: &BlobKey,
+        opts: Options,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let (registry, problem) = match key {
+            BlobKey::Index(k) => (&k.registry, "a cache record"),
+            BlobKey::Crate(k) => (&k.registry, "a cache record"),
+        };
+        let action = if opts.repair {
+            match key {
+                BlobKey::Index(k) => self.book.remove_index(k).await?,
+                BlobKey::Crate(k) => self.book.remove_crate(k).await?,
+            }
+            Some("dropped the record; the file was left alone".to_owned())
+        } else {
+            None
+        };
+        report.add(Problem {
+            file: key.rel_path().display().to_string(),
+            problem: format!("{problem} of `{registry}`, which is not a mirror registry here"),
+            action,
+        });
+        Ok(())
     }
 
     /// The file's length, from the listing of a mirror's folder or else from the store.
@@ -244,7 +315,7 @@ impl Checker<'_> {
         } else {
             None
         };
-        report.problems.push(Problem {
+        report.add(Problem {
             file,
             problem,
             action,
@@ -262,16 +333,23 @@ impl Checker<'_> {
         report: &mut Report,
     ) -> Result<(), StoreError> {
         let file = key.rel_path().display().to_string();
-        let verdict: Result<(), String> = match &key {
+        // What the adoption records: the body's ETag, or the crate file's SHA-256.
+        let (verdict, digest): (Result<(), String>, String) = match &key {
             BlobKey::Index(k) => match self.disk.get(&key).await? {
-                Some(body) => validate_body(&k.file, &body),
+                Some(body) => (validate_body(&k.file, &body), etag_of(&body)),
                 None => return Ok(()),
             },
             BlobKey::Crate(k) => match (self.line_cksum(k).await?, self.sha256(&key).await?) {
                 (_, None) => return Ok(()),
-                (None, _) => Err("no cached index line to check it against".to_owned()),
-                (Some(c), Some(a)) if c.eq_ignore_ascii_case(&a) => Ok(()),
-                (Some(c), Some(a)) => Err(format!("SHA-256 {a}, where the index line says {c}")),
+                (None, Some(a)) => (
+                    Err("no cached index line to check it against".to_owned()),
+                    a,
+                ),
+                (Some(c), Some(a)) if c.eq_ignore_ascii_case(&a) => (Ok(()), a),
+                (Some(c), Some(a)) => (
+                    Err(format!("SHA-256 {a}, where the index line says {c}")),
+                    a,
+                ),
             },
         };
         let problem = match &verdict {
@@ -281,7 +359,7 @@ impl Checker<'_> {
         let action = if !opts.repair {
             None
         } else if verdict.is_ok() {
-            self.adopt(&key, len).await?;
+            self.adopt(&key, len, digest).await?;
             report.adopted += 1;
             Some("adopted".to_owned())
         } else {
@@ -291,7 +369,7 @@ impl Checker<'_> {
         if let Some(a) = &action {
             tracing::warn!(file, problem, action = a, "cache repair");
         }
-        report.problems.push(Problem {
+        report.add(Problem {
             file,
             problem,
             action,
@@ -301,18 +379,17 @@ impl Checker<'_> {
 
     /// Records a checked file found without a record. An index file is due for
     /// revalidation at once (its upstream validators are unknown).
-    async fn adopt(&self, key: &BlobKey, len: u64) -> Result<(), StoreError> {
+    async fn adopt(&self, key: &BlobKey, len: u64, digest: String) -> Result<(), StoreError> {
         match key {
             BlobKey::Index(k) => {
-                let body = self.disk.get(key).await?.unwrap_or_default();
                 let record = IndexRecord {
-                    etag: etag_of(&body),
+                    etag: digest,
                     upstream_etag: None,
                     upstream_last_modified: None,
                     fresh_until_ms: 0,
                     lifetime_ms: 0,
                     checked_at_ms: now_ms(),
-                    size: body.len() as u64,
+                    size: len,
                     missing_since_ms: None,
                     missing_seen_ms: None,
                     private: false,
@@ -320,9 +397,8 @@ impl Checker<'_> {
                 self.book.put_index(k, &record).await
             }
             BlobKey::Crate(k) => {
-                let cksum = self.sha256(key).await?.unwrap_or_default();
                 let record = CrateRecord {
-                    cksum,
+                    cksum: digest,
                     size: len,
                     stored_at_ms: now_ms(),
                 };

@@ -37,10 +37,16 @@ impl Jobs {
         f(&mut self.jobs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Registers a running job; the oldest finished ones are forgotten beyond [`KEPT`].
-    pub fn start(&self, kind: &str) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Registers a running job of `kind`, unless one is running already (its id is the
+    /// error). The oldest finished jobs are forgotten beyond [`KEPT`].
+    pub fn try_start(&self, kind: &str) -> Result<u64, u64> {
         self.with(|jobs| {
+            if let Some(j) = jobs
+                .values()
+                .find(|j| j.kind == kind && j.state == "running")
+            {
+                return Err(j.id);
+            }
             while jobs.len() >= KEPT {
                 let Some(old) = jobs
                     .iter()
@@ -51,6 +57,7 @@ impl Jobs {
                 };
                 jobs.remove(&old);
             }
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
             jobs.insert(
                 id,
                 JobView {
@@ -63,16 +70,7 @@ impl Jobs {
                     error: None,
                 },
             );
-        });
-        id
-    }
-
-    /// Whether a job of `kind` is running.
-    pub fn running(&self, kind: &str) -> Option<u64> {
-        self.with(|jobs| {
-            jobs.values()
-                .find(|j| j.kind == kind && j.state == "running")
-                .map(|j| j.id)
+            Ok(id)
         })
     }
 

@@ -60,6 +60,57 @@ struct Candidate {
     key: BlobKey,
 }
 
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.used_ms == other.used_ms
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.used_ms.cmp(&other.used_ms)
+    }
+}
+
+/// The least recently used candidates whose bytes reach `need`, and no more: the most
+/// recently used one is dropped whenever the rest still reach it.
+struct Oldest {
+    need: u64,
+    bytes: u64,
+    heap: std::collections::BinaryHeap<Candidate>,
+}
+
+impl Oldest {
+    fn new(need: u64) -> Self {
+        Self {
+            need,
+            bytes: 0,
+            heap: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn offer(&mut self, c: Candidate) {
+        self.bytes += c.size;
+        self.heap.push(c);
+        while let Some(newest) = self.heap.peek() {
+            if self.bytes - newest.size < self.need {
+                break;
+            }
+            self.bytes -= newest.size;
+            self.heap.pop();
+        }
+    }
+
+    fn into_oldest_first(self) -> Vec<Candidate> {
+        self.heap.into_sorted_vec()
+    }
+}
+
 /// Keeps the disk cache within its limit. One per data folder.
 pub struct Keeper {
     book: Arc<dyn CacheBook>,
@@ -68,6 +119,8 @@ pub struct Keeper {
     blobs: Arc<dyn BlobStore>,
     usage: Usage,
     limit: Option<Limit>,
+    /// The mirror registries: only their files are evicted.
+    mirrors: Vec<crate::names::RegistryName>,
     wake: tokio::sync::Notify,
     /// One eviction at a time (the background task, `gc`, a purge).
     running: tokio::sync::Mutex<()>,
@@ -79,6 +132,7 @@ impl Keeper {
         book: Arc<dyn CacheBook>,
         blobs: Arc<dyn BlobStore>,
         limit: Option<Limit>,
+        mirrors: Vec<crate::names::RegistryName>,
         metrics: Arc<Metrics>,
     ) -> Self {
         metrics
@@ -89,6 +143,7 @@ impl Keeper {
             blobs,
             usage: Usage::default(),
             limit,
+            mirrors,
             wake: tokio::sync::Notify::new(),
             running: tokio::sync::Mutex::new(()),
             metrics,
@@ -118,22 +173,35 @@ impl Keeper {
         }
     }
 
-    /// Writes the last uses noted since the previous call.
+    /// Writes the last uses noted since the previous call; a batch that cannot be written is
+    /// kept for the next call (else those files would look old and go first).
     pub async fn write_usage(&self) -> Result<(), StoreError> {
         let batch = self.usage.take();
-        if !batch.is_empty() {
-            self.book.touch(&batch).await?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let written = self.book.touch(&batch).await;
+        if written.is_err() {
+            self.usage.restore(batch);
+        }
+        written
     }
 
     /// The background task: writes last uses every `usage_every`, and evicts down to the low
     /// watermark whenever the high one is passed. Ends when `stop` resolves.
     pub async fn run(self: Arc<Self>, usage_every: Duration, stop: impl std::future::Future) {
+        use tokio::time::MissedTickBehavior;
         let mut usage_tick = tokio::time::interval(usage_every);
+        usage_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The totals are in memory, so checking them often costs nothing; the wake-up after a
         // store is what makes eviction prompt.
         let mut limit_tick = tokio::time::interval(Duration::from_secs(1));
+        limit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // After a run that could not get below the high watermark (what is left is pinned, or
+        // removals fail), the next waits longer, up to a minute, instead of scanning every
+        // second.
+        let mut idle_until = tokio::time::Instant::now();
+        let mut backoff = Duration::from_secs(1);
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -148,17 +216,34 @@ impl Keeper {
                 _ = self.wake.notified() => {}
             }
             let Some(limit) = self.limit else { continue };
-            if self.disk_bytes() <= limit.high_bytes {
+            if self.disk_bytes() <= limit.high_bytes || tokio::time::Instant::now() < idle_until {
                 continue;
             }
             match self.evict_to(limit.low_bytes).await {
-                Ok(done) => tracing::info!(
-                    files = done.files,
-                    bytes = done.bytes,
-                    remaining = done.remaining_bytes,
-                    "evicted least recently used files from the disk cache"
-                ),
-                Err(e) => tracing::error!(error = %e, "cache eviction failed"),
+                Ok(done) if done.remaining_bytes <= limit.high_bytes => {
+                    backoff = Duration::from_secs(1);
+                    tracing::info!(
+                        files = done.files,
+                        bytes = done.bytes,
+                        remaining = done.remaining_bytes,
+                        "evicted least recently used files from the disk cache"
+                    );
+                }
+                Ok(done) => {
+                    tracing::warn!(
+                        files = done.files,
+                        remaining = done.remaining_bytes,
+                        limit = limit.max_bytes,
+                        "the disk cache stays above its limit: what is left is pinned"
+                    );
+                    idle_until = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cache eviction failed");
+                    idle_until = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
             }
         }
         if let Err(e) = self.write_usage().await {
@@ -178,8 +263,8 @@ impl Keeper {
             });
         }
         let pins = self.book.pins().await?;
-        let mut candidates = self.candidates(&pins).await?;
-        candidates.sort_by_key(|c| c.used_ms);
+        let need = self.disk_bytes().saturating_sub(target);
+        let candidates = self.candidates(&pins, need).await?;
         let mut done = Evicted::default();
         for c in candidates {
             if self.disk_bytes() <= target {
@@ -209,16 +294,21 @@ impl Keeper {
         Ok(done)
     }
 
-    /// Every tracked file that no pin covers, with its last use (or when it was written).
-    async fn candidates(&self, pins: &[Pin]) -> Result<Vec<Candidate>, StoreError> {
+    /// The least recently used files of the mirrors that no pin covers, oldest first, just
+    /// enough of them to free `need` bytes (a bounded heap: memory follows what is evicted, not
+    /// the size of the cache). Scans page by page, yielding between pages.
+    async fn candidates(&self, pins: &[Pin], need: u64) -> Result<Vec<Candidate>, StoreError> {
         let pinned = |k: &BlobKey| pins.iter().any(|p| p.covers(k));
-        let mut out = Vec::new();
+        let mut heap = Oldest::new(need);
         let mut after = None;
         loop {
             let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for s in page {
+                if !self.is_mirror(&s.key.registry) {
+                    continue;
+                }
                 let key = BlobKey::Index(s.key);
                 if pinned(&key) {
                     continue;
@@ -226,8 +316,9 @@ impl Keeper {
                 // An unreadable record is the first to go.
                 let (written, size) = s.record.map_or((0, 0), |r| (r.checked_at_ms, r.size));
                 let used_ms = s.used_ms.unwrap_or(written);
-                out.push(Candidate { used_ms, size, key });
+                heap.offer(Candidate { used_ms, size, key });
             }
+            tokio::task::yield_now().await;
         }
         let mut after = None;
         loop {
@@ -235,16 +326,32 @@ impl Keeper {
             let Some(last) = page.last() else { break };
             after = Some(last.key.clone());
             for s in page {
+                if !self.is_mirror(&s.key.registry) {
+                    continue;
+                }
                 let key = BlobKey::Crate(s.key);
                 if pinned(&key) {
                     continue;
                 }
                 let (written, size) = s.record.map_or((0, 0), |r| (r.stored_at_ms, r.size));
                 let used_ms = s.used_ms.unwrap_or(written);
-                out.push(Candidate { used_ms, size, key });
+                heap.offer(Candidate { used_ms, size, key });
             }
+            tokio::task::yield_now().await;
         }
-        Ok(out)
+        Ok(heap.into_oldest_first())
+    }
+
+    /// Whether `registry` is one of this cratedock's mirrors (only their files are evicted; a
+    /// record of another registry is never acted on).
+    fn is_mirror(&self, registry: &crate::names::RegistryName) -> bool {
+        self.mirrors.iter().any(|m| m == registry)
+    }
+
+    /// Keeps eviction, gc and purges from running while the caller works (a check of the
+    /// whole cache).
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.running.lock().await
     }
 
     /// Removes one file: its record first, then the file (memory copy included).

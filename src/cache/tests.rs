@@ -42,6 +42,7 @@ fn keeper(dir: &std::path::Path, max: u64) -> Keeper {
         book,
         blobs,
         Limit::new(max, 95, 85),
+        vec![reg()],
         Arc::new(Metrics::new()),
     )
 }

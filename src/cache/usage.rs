@@ -48,6 +48,15 @@ impl Usage {
         self.shard(key).contains_key(key)
     }
 
+    /// Puts back a batch that could not be written (a newer use noted meanwhile wins).
+    pub fn restore(&self, batch: Vec<(BlobKey, u64)>) {
+        for (key, ms) in batch {
+            let mut shard = self.shard(&key);
+            let at = shard.entry(key).or_insert(ms);
+            *at = (*at).max(ms);
+        }
+    }
+
     /// The uses noted since the last call, and a fresh start.
     pub fn take(&self) -> Vec<(BlobKey, u64)> {
         let mut out = Vec::new();

@@ -129,11 +129,11 @@ pub(super) async fn execute(
             } else {
                 report_text(&report, repair)
             };
-            if report.problems.is_empty() {
+            if report.problems_found == 0 {
                 Ok(out)
             } else {
                 print!("{out}");
-                anyhow::bail!("{} problems found", report.problems.len())
+                anyhow::bail!("{} problems found", report.problems_found)
             }
         }
         CacheCommand::Purge { spec, registry } => {

@@ -66,18 +66,19 @@ impl Folder {
         let accounts = SledAccounts::with_meta(db)?;
         let disk = Arc::new(FsBlobStore::open(&dir)?);
         let c = &config.cache;
-        let keeper = Keeper::new(
-            book.clone(),
-            disk.clone(),
-            Limit::new(c.disk_max_bytes, c.evict_high_percent, c.evict_low_percent),
-            Arc::new(Metrics::new()),
-        );
-        let mirrors = config
+        let mirrors: Vec<RegistryName> = config
             .registries
             .iter()
             .filter(|(_, r)| matches!(r, RegistryConfig::Mirror(_)))
             .map(|(n, _)| RegistryName::new(n))
             .collect::<Result<_, _>>()?;
+        let keeper = Keeper::new(
+            book.clone(),
+            disk.clone(),
+            Limit::new(c.disk_max_bytes, c.evict_high_percent, c.evict_low_percent),
+            mirrors.clone(),
+            Arc::new(Metrics::new()),
+        );
         Ok(Self {
             config,
             book,
@@ -220,13 +221,20 @@ pub fn report_text(report: &Report, repair: bool) -> String {
         }
         out.push('\n');
     }
+    if report.problems_found > report.problems.len() as u64 {
+        out.push_str(&format!(
+            "(the first {} of {} problems are listed)\n",
+            report.problems.len(),
+            report.problems_found
+        ));
+    }
     out.push_str(&format!(
         "{} files ({} bytes) checked, {} problem{}{}\n",
         report.files,
         report.bytes,
-        report.problems.len(),
-        if report.problems.len() == 1 { "" } else { "s" },
-        if repair && !report.problems.is_empty() {
+        report.problems_found,
+        if report.problems_found == 1 { "" } else { "s" },
+        if repair && report.problems_found > 0 {
             format!(" repaired ({} adopted)", report.adopted)
         } else {
             String::new()

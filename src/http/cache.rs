@@ -115,12 +115,11 @@ pub(super) async fn verify(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let repair = optional_json::<VerifyBody>(&body)?.repair;
-    if let Some(id) = app.jobs.running("verify") {
-        return Err(ApiError::conflict(format!(
-            "a check is running already: GET /-/admin/jobs/{id}"
-        )));
-    }
-    let id = app.jobs.start("verify");
+    let id = app.jobs.try_start("verify").map_err(|running| {
+        ApiError::conflict(format!(
+            "a check is running already: GET /-/admin/jobs/{running}"
+        ))
+    })?;
     let action = if repair {
         "cache.repair"
     } else {
@@ -137,8 +136,16 @@ pub(super) async fn verify(
             repair,
             contents: true,
         };
-        let result = task.check_cache(opts, &progress).await;
-        task.jobs.finish(id, result.map_err(|e| e.to_string()));
+        // A panic ends the job as failed instead of leaving it running for good.
+        let result = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+            task.check_cache(opts, &progress),
+        ))
+        .await;
+        let result = match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the check stopped unexpectedly (see the log)".to_owned()),
+        };
+        task.jobs.finish(id, result);
     });
     Ok(json(
         StatusCode::ACCEPTED,

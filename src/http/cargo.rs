@@ -12,7 +12,7 @@ use super::ApiError;
 use super::access::{Access, ApiRead, Read, base_url};
 use crate::app::App;
 use crate::index::{IndexRequest, served_config};
-use crate::mirror::{CrateBody, IndexBody, IndexEntry, Lookup, Mirror};
+use crate::mirror::{CrateBody, IndexBody, IndexEntry, Lookup, Mirror, Opened};
 use crate::names::{CrateName, Version};
 use crate::net::ConnInfo;
 use crate::registry::{IndexDoc, Private};
@@ -102,8 +102,14 @@ pub(super) async fn index_file(
     let not_found =
         || ApiError::not_found(format!("crate `{name}` does not exist in `{registry}`"));
     match registry_named(&app, &registry)? {
-        Registry::Mirror(mirror) => match mirror.index_file(&name).await? {
-            Lookup::Found(entry) => {
+        Registry::Mirror(mirror) => {
+            // A large file is opened after its lookup; a refresh that replaced it in between
+            // sends the request round once more.
+            for _ in 0..3 {
+                let entry = match mirror.index_file(&name).await? {
+                    Lookup::Found(entry) => entry,
+                    Lookup::NotFound => return Err(not_found()),
+                };
                 let shared = app.auth_required(&registry) != Some(true);
                 let cache_control = mirror_cache_control(&entry, shared);
                 let etag = &entry.meta.etag;
@@ -113,12 +119,17 @@ pub(super) async fn index_file(
                 let body = match &entry.body {
                     IndexBody::Memory(b) => Blob::Bytes(b.clone()),
                     // Too large for memory: streamed from disk, never read whole.
-                    IndexBody::Stored => mirror.index_body(&name, &entry).await?,
+                    IndexBody::Stored => match mirror.index_body(&name, &entry).await? {
+                        Opened::Body(b) => b,
+                        Opened::Replaced => continue,
+                    },
                 };
-                Ok(body_response(&app, body, etag, cache_control))
+                return Ok(body_response(&app, body, etag, cache_control));
             }
-            Lookup::NotFound => Err(not_found()),
-        },
+            Err(ApiError::Unavailable(format!(
+                "the index file of `{name}` kept changing while it was read; try again"
+            )))
+        }
         Registry::Private(private) => match private.index_file(&name).await? {
             Some(doc) => Ok(private_index_response(&app, &doc, &headers)),
             // Never cached anywhere: the crate may be published the next second.

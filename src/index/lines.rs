@@ -21,7 +21,6 @@ pub(crate) struct IndexLine {
     pub cksum: String,
 }
 
-/// Checks that an index body is what was asked for, not an error page that came with a 200.
 /// cratedock's strong ETag of a mirrored index body: the first 128 bits of its SHA-256, quoted.
 pub(crate) fn etag_of(body: &[u8]) -> String {
     use sha2::Digest;
@@ -38,6 +37,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Checks that an index body is what was asked for, not an error page that came with a 200.
 pub(crate) fn validate_body(file: &IndexFile, body: &[u8]) -> Result<(), String> {
     match file {
         IndexFile::Config => serde_json::from_slice::<UpstreamConfig>(body)

@@ -11,7 +11,7 @@ use super::coalesce::Done;
 use super::index::Lookup;
 use super::tee::{Download, Streamed};
 use super::{CrateFlight, Mirror, MirrorError, Record};
-use crate::index::{IndexLine, download_url, find_version, hex};
+use crate::index::{IndexLine, download_url, hex};
 use crate::names::{CrateName, Version};
 use crate::store::{
     Blob, BlobKey, BlobStore, BlobStream, CrateKey, CrateRecord, IndexKey, StoreError, TempBlob,
@@ -165,8 +165,7 @@ impl Mirror {
                 Lookup::Found(e) => e,
                 Lookup::NotFound => return Err(not_found()),
             };
-            let body = self.body_bytes(&ikey, &entry).await?;
-            if let Some(line) = find_version(&body, key.version.as_str()) {
+            if let Some(line) = self.line_of(&ikey, &entry, key.version.as_str()).await? {
                 return Ok(line);
             }
             let just_checked = now_ms().saturating_sub(entry.meta.record.checked_at_ms) < 1_000;
@@ -267,9 +266,21 @@ impl Mirror {
         // is followed in memory instead of a temporary blob: clients still get verified bytes,
         // and storing it is tried after.
         let disk_ok = self.metrics.disk_writable.get() == 1;
-        let pass_through = |l: u64| l <= PASS_THROUGH_BYTES.min(limit);
-        let mut in_memory =
-            len.is_some_and(|l| self.blobs.fits(l) || (!disk_ok && pass_through(l)));
+        // A permit of the shared budget, taken for a file the memory tier would not hold.
+        let budget = |l: u64| -> Option<tokio::sync::OwnedSemaphorePermit> {
+            if l > PASS_THROUGH_BYTES.min(limit) {
+                return None;
+            }
+            let kib = u32::try_from(l.div_ceil(1024)).ok()?;
+            self.pass_through.clone().try_acquire_many_owned(kib).ok()
+        };
+        // Held until the download ends.
+        let mut held = None;
+        let fits = len.is_some_and(|l| self.blobs.fits(l));
+        if !fits && !disk_ok {
+            held = len.and_then(budget);
+        }
+        let mut in_memory = fits || held.is_some();
         let mut tmp: Option<Box<dyn TempBlob>> = None;
         if !in_memory {
             match self.blobs.temp().await.and_then(|t| Ok((t.reader()?, t))) {
@@ -277,14 +288,14 @@ impl Mirror {
                     progress.start_in_blob(reader, len);
                     tmp = Some(t);
                 }
-                Err(e) if len.is_some_and(pass_through) => {
-                    self.metrics.disk_write("cache", false);
-                    tracing::warn!(registry = %self.name, error = %e, "cannot stage a download on disk; following it in memory");
-                    in_memory = true;
-                }
                 Err(e) => {
                     self.metrics.disk_write("cache", false);
-                    return Err(e.into());
+                    let Some(permit) = len.and_then(budget) else {
+                        return Err(e.into());
+                    };
+                    tracing::warn!(registry = %self.name, error = %e, "cannot stage a download on disk; following it in memory");
+                    held = Some(permit);
+                    in_memory = true;
                 }
             }
         }
@@ -317,6 +328,8 @@ impl Mirror {
             }
         }
         drop(chunks);
+        // The bytes are in; what follows them (the memory tier, the store) has its own bounds.
+        drop(held);
         let actual = hex(&hasher.finalize());
         if !actual.eq_ignore_ascii_case(cksum) {
             self.metrics

@@ -20,6 +20,7 @@ mod crates;
 mod index;
 mod tee;
 
+pub(crate) use body::Opened;
 pub(crate) use crates::CrateBody;
 pub(crate) use index::{IndexBody, IndexEntry, IndexMeta, Lookup};
 
@@ -103,6 +104,9 @@ pub(crate) struct Mirror {
     coalesce_wait: Duration,
     max_crate_bytes: u64,
     keeper: Arc<Keeper>,
+    /// KiB of downloads that may be followed in memory while the disk cannot stage them,
+    /// shared by every mirror.
+    pass_through: Arc<tokio::sync::Semaphore>,
 }
 
 /// What a mirror is built from.
@@ -116,6 +120,7 @@ pub(crate) struct MirrorParts {
     pub coalesce_wait: Duration,
     pub max_crate_bytes: u64,
     pub keeper: Arc<Keeper>,
+    pub pass_through: Arc<tokio::sync::Semaphore>,
 }
 
 /// A record to write after its blob, in a flight's tail.
@@ -147,6 +152,7 @@ impl Mirror {
             coalesce_wait: p.coalesce_wait,
             max_crate_bytes: p.max_crate_bytes,
             keeper: p.keeper,
+            pass_through: p.pass_through,
         }
     }
 

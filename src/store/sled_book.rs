@@ -84,8 +84,13 @@ impl SledBook {
         let totals = Arc::new(Mutex::new(load_totals(&meta.db()?)?));
         let reloaded = Arc::downgrade(&totals);
         meta.on_reopen(Box::new(move |db| {
-            if let (Some(t), Ok(fresh)) = (reloaded.upgrade(), load_totals(db)) {
-                *t.lock().expect("totals lock") = fresh;
+            let Some(t) = reloaded.upgrade() else { return };
+            match load_totals(db) {
+                Ok(fresh) => *t.lock().expect("totals lock") = fresh,
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "cannot read the cache totals after reopening the metadata store; they may be off until a restart"
+                ),
             }
         }));
         Ok(Self { meta, totals })

@@ -273,13 +273,14 @@ impl Cratedock {
     /// Value of one metric series, matched by name and a label substring (0 when absent).
     /// Waits until no upstream fetch, nor the disk write after one, is under way.
     pub async fn wait_idle(&self) {
-        for _ in 0..500 {
-            if self.metric("fetches_in_flight", "").await == 0.0 {
-                return;
-            }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.metric("fetches_in_flight", "").await != 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "fetches still under way after 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("fetches still under way after 5 s");
     }
 
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
