@@ -74,6 +74,9 @@ LUA
 SOAK_PATHS="$work/paths.txt" wrk -t2 -c"$CONNS" -d"${DURATION}s" --timeout 30s \
   -s "$work/mixed.lua" "http://127.0.0.1:$CD_PORT" >"$work/wrk.txt" 2>&1 &
 wrk_pid=$!
+# The disk bytes every 5 s, for the peak.
+( while kill -0 "$wrk_pid" 2>/dev/null; do metric cache_bytes 'tier="disk"' >>"$work/disk.txt"; echo >>"$work/disk.txt"; sleep 5; done ) &
+sampler_pid=$!
 
 mkdir -p "$work/cargo-home"
 cat >"$work/cargo-home/config.toml" <<TOML
@@ -98,6 +101,7 @@ while [ "$(date +%s)" -lt "$end" ] && kill -0 "$wrk_pid" 2>/dev/null; do
   fetches=$((fetches + 1))
 done
 wait "$wrk_pid" || true
+wait "$sampler_pid" 2>/dev/null || true
 sleep 6 # one more last-use write and eviction pass
 rss1=$(rss) fds1=$(fds)
 
@@ -119,7 +123,7 @@ lookups=$(metric cache_results_total registry)
   echo "| responses cut short | $(metric responses_cut_short_total '') |"
   echo "| checksum failures, disk write errors | $(metric checksum_failures_total ''), $(metric disk_write_errors_total '') |"
   echo "| evictions (files), evicted bytes | $(metric cache_evictions_total ''), $(metric cache_evicted_bytes_total '') |"
-  echo "| disk bytes at the end / limit | $(metric cache_bytes 'tier="disk"') / $DISK_MAX |"
+  echo "| disk bytes at the end, peak of the 5 s samples / limit | $(metric cache_bytes 'tier="disk"'), $(sort -n "$work/disk.txt" | tail -1) / $DISK_MAX |"
   echo "| hit ratio (lookups not fetched from the upstream) | $(awk -v h="$hits" -v l="$lookups" 'BEGIN { printf "%.3f", (l ? h / l : 0) }') of $lookups |"
   echo "| RSS start -> end (KiB) | $rss0 -> $rss1 |"
   echo "| open fds start -> end | $fds0 -> $fds1 |"

@@ -9,7 +9,9 @@
 //! cargo run --release --example hot_requests -- index-auth|index304-auth|crate-auth N
 //! ```
 //!
-//! The `-auth` kinds send a read token to a mirror with `auth_required = true`.
+//! The `-auth` kinds send a read token to a mirror with `auth_required = true`; the `-log` kinds
+//! (`index-log`, ...) install the log subscriber at `info`, writing to nowhere, so that the
+//! difference is what formatting the access log line costs.
 
 // Support modules are shared between test binaries: their `pub` items are for the others.
 #![allow(unreachable_pub)]
@@ -31,13 +33,24 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let kind = args.get(1).cloned().unwrap_or_default();
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let (kind, log) = match kind.strip_suffix("-log") {
+        Some(k) => (k.to_owned(), true),
+        None => (kind.clone(), false),
+    };
     let (base, auth) = match kind.strip_suffix("-auth") {
         Some(base) => (base.to_owned(), true),
         None => (kind.clone(), false),
     };
+    if log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(std::io::sink)
+            .init();
+    }
     anyhow::ensure!(
         ["index", "index304", "crate"].contains(&base.as_str()) && n > 0,
-        "usage: hot_requests index|index304|crate[-auth] N"
+        "usage: hot_requests index|index304|crate[-auth][-log] N"
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -183,19 +183,37 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config) {
+/// Where SIGHUP sets the log filter anew.
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter: `RUST_LOG` when set, else `log.level`.
+fn log_filter(config: &Config) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            EnvFilter::try_new(&v).unwrap_or_else(|_| EnvFilter::new(&config.log.level))
+        }
+        _ => EnvFilter::new(&config.log.level),
+    }
+}
+
+fn init_logging(config: &Config) -> FilterHandle {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(config));
     // Colours only on a terminal: a log file or a collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Human => builder.init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .init(),
+        LogFormat::Human => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .init(),
     }
+    handle
 }
 
 /// Threads for disk work; see `serve`.
@@ -203,7 +221,7 @@ const BLOCKING_THREADS: usize = 32;
 
 fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &cli)?;
-    init_logging(&config);
+    let filter = init_logging(&config);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -249,7 +267,7 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
         let tls_config = config.server.tls.clone();
         // SIGHUP would end the process by default, start-up included: it is taken from the
         // first moment. With TLS the certificate reloader acts on it too.
-        take_hangups(tls_config.is_none());
+        take_hangups(tls_config.is_none(), filter, config_path.clone(), cli.clone());
         let app = cratedock::app::App::open(config)?;
         app.prepare().await?;
         let tls = match tls_config {
@@ -378,14 +396,29 @@ fn health(url: Option<String>, config: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// Takes SIGHUP (the usual "reload" signal) so that it never stops cratedock; `log`: say so
 /// (without TLS nothing reloads on it; with TLS the certificate reloader logs its reload).
-fn take_hangups(log: bool) {
+fn take_hangups(log: bool, filter: FilterHandle, config_path: Option<PathBuf>, cli: CliOverrides) {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
+                    // The log level: read again from the configuration file (a file that does
+                    // not load keeps the level in use).
+                    match Config::load(config_path.as_deref(), &cli) {
+                        Ok(config) => match filter.reload(log_filter(&config)) {
+                            Ok(()) => {
+                                tracing::info!(level = %config.log.level, "SIGHUP: log filter reloaded")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "SIGHUP: cannot reload the log filter")
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SIGHUP: the configuration does not load; the log filter stays")
+                        }
+                    }
                     if log {
-                        tracing::info!("SIGHUP: nothing to reload without TLS; still serving");
+                        tracing::info!("SIGHUP: no TLS files to reload; still serving");
                     }
                 }
             });

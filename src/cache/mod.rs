@@ -10,8 +10,10 @@
 
 pub mod check;
 pub mod jobs;
+mod oldest;
 mod usage;
 
+use oldest::{Candidate, Oldest};
 pub use usage::Usage;
 
 use std::sync::Arc;
@@ -44,6 +46,9 @@ impl Limit {
     }
 }
 
+/// Scans of the bookkeeping one eviction run makes at most.
+const MAX_PASSES: usize = 8;
+
 /// What one eviction run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Evicted {
@@ -51,64 +56,6 @@ pub struct Evicted {
     pub bytes: u64,
     /// Bytes of the mirror files after the run.
     pub remaining_bytes: u64,
-}
-
-/// One file that eviction may remove.
-struct Candidate {
-    used_ms: u64,
-    size: u64,
-    key: BlobKey,
-}
-
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.used_ms == other.used_ms
-    }
-}
-impl Eq for Candidate {}
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.used_ms.cmp(&other.used_ms)
-    }
-}
-
-/// The least recently used candidates whose bytes reach `need`, and no more: the most
-/// recently used one is dropped whenever the rest still reach it.
-struct Oldest {
-    need: u64,
-    bytes: u64,
-    heap: std::collections::BinaryHeap<Candidate>,
-}
-
-impl Oldest {
-    fn new(need: u64) -> Self {
-        Self {
-            need,
-            bytes: 0,
-            heap: std::collections::BinaryHeap::new(),
-        }
-    }
-
-    fn offer(&mut self, c: Candidate) {
-        self.bytes += c.size;
-        self.heap.push(c);
-        while let Some(newest) = self.heap.peek() {
-            if self.bytes - newest.size < self.need {
-                break;
-            }
-            self.bytes -= newest.size;
-            self.heap.pop();
-        }
-    }
-
-    fn into_oldest_first(self) -> Vec<Candidate> {
-        self.heap.into_sorted_vec()
-    }
 }
 
 /// Keeps the disk cache within its limit. One per data folder.
@@ -173,6 +120,21 @@ impl Keeper {
         }
     }
 
+    /// Makes room for a file of `size` bytes under the limit before it is stored, evicting
+    /// down to the low watermark when it would not fit: a burst of new files holds the bound
+    /// instead of overshooting it until the background task catches up. Called in a fetch's
+    /// tail, after the client's answer.
+    pub async fn make_room(&self, size: u64) {
+        let Some(limit) = self.limit else { return };
+        if self.disk_bytes() + size <= limit.max_bytes {
+            return;
+        }
+        let target = limit.low_bytes.min(limit.max_bytes.saturating_sub(size));
+        if let Err(e) = self.evict_to(target).await {
+            tracing::error!(error = %e, "cache eviction failed");
+        }
+    }
+
     /// Writes the last uses noted since the previous call; a batch that cannot be written is
     /// kept for the next call (else those files would look old and go first).
     pub async fn write_usage(&self) -> Result<(), StoreError> {
@@ -220,7 +182,7 @@ impl Keeper {
                 continue;
             }
             match self.evict_to(limit.low_bytes).await {
-                Ok(done) if done.remaining_bytes <= limit.high_bytes => {
+                Ok(done) if done.files > 0 || done.remaining_bytes <= limit.high_bytes => {
                     backoff = Duration::from_secs(1);
                     tracing::info!(
                         files = done.files,
@@ -231,10 +193,9 @@ impl Keeper {
                 }
                 Ok(done) => {
                     tracing::warn!(
-                        files = done.files,
                         remaining = done.remaining_bytes,
                         limit = limit.max_bytes,
-                        "the disk cache stays above its limit: what is left is pinned"
+                        "the disk cache stays above its limit: nothing more can be evicted (what is left is pinned or in use)"
                     );
                     idle_until = tokio::time::Instant::now() + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -255,40 +216,45 @@ impl Keeper {
     /// `target` (or nothing evictable is left).
     pub async fn evict_to(&self, target: u64) -> Result<Evicted, StoreError> {
         let _one = self.running.lock().await;
-        self.write_usage().await?;
-        if self.disk_bytes() <= target {
-            return Ok(Evicted {
-                remaining_bytes: self.disk_bytes(),
-                ..Evicted::default()
-            });
-        }
-        let pins = self.book.pins().await?;
-        let need = self.disk_bytes().saturating_sub(target);
-        let candidates = self.candidates(&pins, need).await?;
         let mut done = Evicted::default();
-        for c in candidates {
+        // Files used while a pass runs are kept, so a pass may fall short under a busy load;
+        // the next one starts from their new last uses. A pass that evicts nothing ends it.
+        for _pass in 0..MAX_PASSES {
+            self.write_usage().await?;
             if self.disk_bytes() <= target {
                 break;
             }
-            // Used since the scan began: keep it.
-            if self.usage.noted(&c.key) {
-                continue;
+            let pins = self.book.pins().await?;
+            let need = self.disk_bytes().saturating_sub(target);
+            let candidates = self.candidates(&pins, need + need / 4).await?;
+            let before = done.files;
+            for c in candidates {
+                if self.disk_bytes() <= target {
+                    break;
+                }
+                // Used since the pass began: keep it.
+                if self.usage.noted(&c.key) {
+                    continue;
+                }
+                self.remove(&c.key).await?;
+                done.files += 1;
+                done.bytes += c.size;
+                let (registry, kind) = match &c.key {
+                    BlobKey::Index(k) => (k.registry.as_str(), "index"),
+                    BlobKey::Crate(k) => (k.registry.as_str(), "crate"),
+                };
+                self.metrics
+                    .cache_evictions
+                    .with_label_values(&[registry, kind])
+                    .inc();
+                self.metrics
+                    .cache_evicted_bytes
+                    .with_label_values(&[registry])
+                    .inc_by(c.size);
             }
-            self.remove(&c.key).await?;
-            done.files += 1;
-            done.bytes += c.size;
-            let (registry, kind) = match &c.key {
-                BlobKey::Index(k) => (k.registry.as_str(), "index"),
-                BlobKey::Crate(k) => (k.registry.as_str(), "crate"),
-            };
-            self.metrics
-                .cache_evictions
-                .with_label_values(&[registry, kind])
-                .inc();
-            self.metrics
-                .cache_evicted_bytes
-                .with_label_values(&[registry])
-                .inc_by(c.size);
+            if done.files == before {
+                break;
+            }
         }
         done.remaining_bytes = self.disk_bytes();
         Ok(done)

@@ -364,6 +364,7 @@ impl Mirror {
         match (tmp, bytes) {
             (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, record)),
             (Some(tmp), bytes) => {
+                self.keeper.make_room(size).await;
                 self.written(tmp.commit(&blob).await)?;
                 self.written(self.book.put_crate(key, &record).await)?;
                 self.keeper.stored();

@@ -2,6 +2,7 @@
 //! used eviction (pinned files kept), and verify/repair/gc/stats/purge on a data folder with
 //! injected faults.
 
+use crate::support::publish::{body, publish};
 use crate::support::*;
 
 fn download(name: &str) -> String {
@@ -26,13 +27,30 @@ async fn the_disk_cache_stays_within_its_limit_and_evicts_the_least_recently_use
     let size = published[0].tarball.len() as u64;
     // Room for four crates (and their index files) below the limit: high 95%, low 85%.
     let max = size * 9 / 2;
-    let cd = Cratedock::start(&config_with(
+    let config = config_with(
         &up.index_url(),
         &format!("memory_max_item_bytes = 1000\ndisk_max_bytes = {max}"),
         "",
+    );
+    let cd = Cratedock::start(&format!(
+        "{config}\n[registries.internal]\nkind = \"private\"\n"
     ))
     .await;
     cd.admin(&["cache", "pin", "c0"]);
+    // A private crate: never evicted, and not counted against the limit.
+    let token = cd.admin_token();
+    let answer = publish(
+        &cd,
+        "internal",
+        Some(&token),
+        body("private-thing", "1.0.0"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let private_file = cd
+        .data_dir
+        .join("crates/internal/private-thing/private-thing-1.0.0.crate");
+    assert!(private_file.exists());
     let fetch = |i: usize| {
         let cd = &cd;
         let p = &published[i];
@@ -51,6 +69,11 @@ async fn the_disk_cache_stays_within_its_limit_and_evicts_the_least_recently_use
     fetch(1).await;
     for i in 4..6 {
         fetch(i).await;
+        // The bound holds at every step: a file that would not fit makes room first.
+        assert!(
+            disk_bytes(&cd).await <= max as f64,
+            "over the limit after c{i}"
+        );
         wait_until(
             "eviction brings the disk below the high watermark",
             || async { disk_bytes(&cd).await <= max as f64 * 0.95 },
@@ -82,7 +105,19 @@ async fn the_disk_cache_stays_within_its_limit_and_evicts_the_least_recently_use
     // gc to a size now: only the pinned crate is left of the crate files.
     let out = cd.admin(&["cache", "gc", "--to", "0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("evicted"));
-    assert_eq!(cd.stored_crates().len(), 1, "the pinned one stays");
+    assert_eq!(
+        cd.stored_crates().len(),
+        2,
+        "the pinned one and the private one stay"
+    );
+    assert!(private_file.exists(), "private crates are never evicted");
+    let r = http_client()
+        .get(cd.url("/internal/api/v1/crates/private-thing/1.0.0/download"))
+        .header("authorization", token.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let audit = cd.admin(&["--json", "audit"]);
     let audit = String::from_utf8_lossy(&audit.stdout);
     assert!(

@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod disk_full;
 mod faults;
+mod http2_limits;
 mod layers;
 mod mirror;
 mod operations;

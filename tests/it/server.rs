@@ -141,13 +141,28 @@ async fn clients_that_do_not_send_their_headers_in_time_are_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_without_tls_is_taken_and_the_server_keeps_serving() {
+async fn sighup_without_tls_reloads_the_log_level_and_the_server_keeps_serving() {
     let up = FakeUpstream::start().await;
-    let mut cd = Cratedock::start(&mirror_config(&up.index_url(), "")).await;
+    let quiet = "level = \"info,cratedock::access=warn\"";
+    let config = format!("[log]\n{quiet}\n\n{}", mirror_config(&up.index_url(), ""));
+    // The log level comes from the file (RUST_LOG empty), so that a reload can change it.
+    let mut cd = Cratedock::start_with_env(&config, &[("RUST_LOG", "")]).await;
+    let access_lines = |cd: &Cratedock| cd.log().matches("cratedock::access").count();
+    assert_eq!(cd.get("/health/live").await.status(), 200);
+    assert_eq!(access_lines(&cd), 0, "the access log is turned down");
+    std::fs::write(cd.config_path(), config.replace(quiet, "level = \"info\"")).unwrap();
     cd.signal("HUP");
     wait_until("the SIGHUP is logged", || {
         let log = cd.log();
-        async move { log.contains("SIGHUP: nothing to reload without TLS") }
+        async move {
+            log.contains("SIGHUP: log filter reloaded") && log.contains("no TLS files to reload")
+        }
+    })
+    .await;
+    assert_eq!(cd.get("/health/live").await.status(), 200);
+    wait_until("the access log is on after the reload", || {
+        let n = access_lines(&cd);
+        async move { n >= 1 }
     })
     .await;
     config_json(&cd).await;
