@@ -11,11 +11,11 @@
 #     against the limit, and the hit ratio, from cratedock's own metrics.
 # Writes target/bench/soak.md.
 #
-#   bash benches/soak.sh          # DURATION=600 DISK_MAX=67108864 CONNS=16
+#   bash benches/soak.sh          # DURATION=600 DISK_MAX=268435456 CONNS=16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-600}
-DISK_MAX=${DISK_MAX:-67108864}
+DISK_MAX=${DISK_MAX:-268435456}
 CONNS=${CONNS:-16}
 UP_PORT=18900 CD_PORT=18901
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -58,7 +58,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$cd_pid/status"; }
 fds() { ls "/proc/$cd_pid/fd" | wc -l; }
 metric() { # sum of the series of metric $1 whose labels contain $2
   curl -s "http://127.0.0.1:$CD_PORT/metrics" | awk -v m="cratedock_$1" -v l="$2" \
-    'index($0, m) == 1 && (substr($0, length(m) + 1, 1) == "{" || substr($0, length(m) + 1, 1) == " ") && index($0, l) { s += $NF } END { printf "%d", s }'
+    'index($0, m) == 1 && (substr($0, length(m) + 1, 1) == "{" || substr($0, length(m) + 1, 1) == " ") && index($0, l) { s += $NF } END { printf "%.0f", s }'
 }
 rss0=$(rss) fds0=$(fds)
 

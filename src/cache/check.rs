@@ -12,11 +12,12 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::{Rec, Scan, registry_of};
 use crate::index::{etag_of, find_version, hex, validate_body};
 use crate::names::RegistryName;
 use crate::store::{
-    Blob, BlobKey, BlobStore, CacheBook, CrateKey, CrateRecord, IndexKey, IndexRecord, SCAN_PAGE,
-    StoreError, now_ms,
+    Blob, BlobKey, BlobStore, CacheBook, CrateKey, CrateRecord, IndexKey, IndexRecord, StoreError,
+    now_ms,
 };
 
 /// What a check does.
@@ -94,28 +95,25 @@ impl Checker<'_> {
         let mut report = Report::default();
         let mut done = 0u64;
 
-        let mut after = None;
-        loop {
-            let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for s in page {
-                let key = BlobKey::Index(s.key.clone());
-                if !self.mirrors.contains(&s.key.registry) {
+        let mut scan = Scan::new(self.book);
+        while let Some(page) = scan.next_page().await? {
+            for seen in page {
+                let key = seen.key;
+                if !self.mirrors.contains(registry_of(&key)) {
                     self.foreign(&key, opts, &mut report).await?;
                     continue;
                 }
                 let len = self.len_of(&key, &mut files).await?;
-                let fault = match (&s.record, len) {
+                let fault = match (&seen.record, len) {
                     (Err(why), _) => Some(format!("unreadable record: {why}")),
-                    (Ok(r), None) if self.still_index(&s.key, r).await? => {
+                    (Ok(r), None) if self.still(&key, r).await? => {
                         Some("the file is missing".to_owned())
                     }
                     (Ok(_), None) => None,
-                    (Ok(r), Some(len)) if len != r.size => {
-                        Some(format!("{len} bytes where the record says {}", r.size))
+                    (Ok(r), Some(len)) if len != r.size() => {
+                        Some(format!("{len} bytes where the record says {}", r.size()))
                     }
-                    (Ok(r), Some(_)) if opts.contents => self.index_fault(&s.key, r).await?,
+                    (Ok(r), Some(_)) if opts.contents => self.contents_fault(&key, r).await?,
                     _ => None,
                 };
                 report.files += 1;
@@ -127,43 +125,6 @@ impl Checker<'_> {
                 done += 1;
                 (self.progress)(done, total);
             }
-            tokio::task::yield_now().await;
-        }
-
-        let mut after = None;
-        loop {
-            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for s in page {
-                let key = BlobKey::Crate(s.key.clone());
-                if !self.mirrors.contains(&s.key.registry) {
-                    self.foreign(&key, opts, &mut report).await?;
-                    continue;
-                }
-                let len = self.len_of(&key, &mut files).await?;
-                let fault = match (&s.record, len) {
-                    (Err(why), _) => Some(format!("unreadable record: {why}")),
-                    (Ok(r), None) if self.still_crate(&s.key, r).await? => {
-                        Some("the file is missing".to_owned())
-                    }
-                    (Ok(_), None) => None,
-                    (Ok(r), Some(len)) if len != r.size => {
-                        Some(format!("{len} bytes where the record says {}", r.size))
-                    }
-                    (Ok(r), Some(_)) if opts.contents => self.crate_fault(&s.key, r).await?,
-                    _ => None,
-                };
-                report.files += 1;
-                report.bytes += len.unwrap_or(0);
-                if let Some(f) = fault {
-                    self.faulty(&key, f, len.is_some(), opts, &mut report)
-                        .await?;
-                }
-                done += 1;
-                (self.progress)(done, total);
-            }
-            tokio::task::yield_now().await;
         }
 
         // What is left has no record: index files first, so that an orphan crate file can be
@@ -182,12 +143,25 @@ impl Checker<'_> {
 
     /// Whether the record is still the one scanned (a file evicted or replaced meanwhile by a
     /// server at work is not a fault).
-    async fn still_index(&self, key: &IndexKey, r: &IndexRecord) -> Result<bool, StoreError> {
-        Ok(matches!(self.book.index(key).await, Ok(Some(now)) if now == *r))
+    async fn still(&self, key: &BlobKey, r: &Rec) -> Result<bool, StoreError> {
+        Ok(match (key, r) {
+            (BlobKey::Index(k), Rec::Index(r)) => {
+                matches!(self.book.index(k).await, Ok(Some(now)) if now == *r)
+            }
+            (BlobKey::Crate(k), Rec::Crate(r)) => {
+                matches!(self.book.krate(k).await, Ok(Some(now)) if now == *r)
+            }
+            _ => false,
+        })
     }
 
-    async fn still_crate(&self, key: &CrateKey, r: &CrateRecord) -> Result<bool, StoreError> {
-        Ok(matches!(self.book.krate(key).await, Ok(Some(now)) if now == *r))
+    /// What is wrong with a recorded file's contents, if anything.
+    async fn contents_fault(&self, key: &BlobKey, r: &Rec) -> Result<Fault, StoreError> {
+        match (key, r) {
+            (BlobKey::Index(k), Rec::Index(r)) => self.index_fault(k, r).await,
+            (BlobKey::Crate(k), Rec::Crate(r)) => self.crate_fault(k, r).await,
+            _ => Ok(None),
+        }
     }
 
     /// A record of a registry that is not a mirror here (renamed, or now a private registry):
@@ -199,10 +173,7 @@ impl Checker<'_> {
         opts: Options,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        let (registry, problem) = match key {
-            BlobKey::Index(k) => (&k.registry, "a cache record"),
-            BlobKey::Crate(k) => (&k.registry, "a cache record"),
-        };
+        let registry = registry_of(key);
         let action = if opts.repair {
             match key {
                 BlobKey::Index(k) => self.book.remove_index(k).await?,
@@ -214,7 +185,7 @@ impl Checker<'_> {
         };
         report.add(Problem {
             file: key.rel_path().display().to_string(),
-            problem: format!("{problem} of `{registry}`, which is not a mirror registry here"),
+            problem: format!("a cache record of `{registry}`, which is not a mirror registry here"),
             action,
         });
         Ok(())

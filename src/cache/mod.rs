@@ -11,18 +11,21 @@
 pub mod check;
 pub mod jobs;
 mod oldest;
+mod scan;
 mod usage;
 
 use oldest::{Candidate, Oldest};
+pub(crate) use scan::{Rec, Scan, registry_of};
 pub use usage::Usage;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::store::{BlobKey, BlobStore, CacheBook, Pin, SCAN_PAGE, StoreError, now_ms};
+use crate::store::{BlobKey, BlobStore, CacheBook, Pin, StoreError, now_ms};
 
 /// The disk limit of the mirror files, with its watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,18 @@ impl Limit {
 /// Scans of the bookkeeping one eviction run makes at most.
 const MAX_PASSES: usize = 8;
 
+/// Room under the limit for one file being stored; given back when dropped.
+pub struct Room<'a> {
+    keeper: &'a Keeper,
+    size: u64,
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        self.keeper.reserved.fetch_sub(self.size, Ordering::AcqRel);
+    }
+}
+
 /// What one eviction run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Evicted {
@@ -69,6 +84,9 @@ pub struct Keeper {
     /// The mirror registries: only their files are evicted.
     mirrors: Vec<crate::names::RegistryName>,
     wake: tokio::sync::Notify,
+    /// Bytes of files about to be stored, made room for (see [`Keeper::make_room`]).
+    reserved: AtomicU64,
+    room_turn: tokio::sync::Mutex<()>,
     /// One eviction at a time (the background task, `gc`, a purge).
     running: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
@@ -92,6 +110,8 @@ impl Keeper {
             limit,
             mirrors,
             wake: tokio::sync::Notify::new(),
+            reserved: AtomicU64::new(0),
+            room_turn: tokio::sync::Mutex::new(()),
             running: tokio::sync::Mutex::new(()),
             metrics,
         }
@@ -121,18 +141,31 @@ impl Keeper {
     }
 
     /// Makes room for a file of `size` bytes under the limit before it is stored, evicting
-    /// down to the low watermark when it would not fit: a burst of new files holds the bound
-    /// instead of overshooting it until the background task catches up. Called in a fetch's
-    /// tail, after the client's answer.
-    pub async fn make_room(&self, size: u64) {
-        let Some(limit) = self.limit else { return };
-        if self.disk_bytes() + size <= limit.max_bytes {
-            return;
+    /// down to the low watermark when it would not fit, and holds that room until the returned
+    /// guard is dropped (once the file's record is counted): concurrent fetches together
+    /// never pass the bound. Called in a fetch's tail, after the client's answer.
+    pub async fn make_room(&self, size: u64) -> Room<'_> {
+        let Some(limit) = self.limit else {
+            return Room {
+                keeper: self,
+                size: 0,
+            };
+        };
+        // The check and the reservation are one step, taken in turn. While a check of the
+        // whole cache holds off eviction, a file that needs room waits for it to end, and the
+        // files after it wait their turn.
+        let _turn = self.room_turn.lock().await;
+        let held = self.reserved.load(Ordering::Acquire);
+        if self.disk_bytes() + held + size > limit.max_bytes {
+            let target = limit
+                .low_bytes
+                .min(limit.max_bytes.saturating_sub(size + held));
+            if let Err(e) = self.evict_to(target).await {
+                tracing::error!(error = %e, "cache eviction failed");
+            }
         }
-        let target = limit.low_bytes.min(limit.max_bytes.saturating_sub(size));
-        if let Err(e) = self.evict_to(target).await {
-            tracing::error!(error = %e, "cache eviction failed");
-        }
+        self.reserved.fetch_add(size, Ordering::AcqRel);
+        Room { keeper: self, size }
     }
 
     /// Writes the last uses noted since the previous call; a batch that cannot be written is
@@ -264,46 +297,21 @@ impl Keeper {
     /// enough of them to free `need` bytes (a bounded heap: memory follows what is evicted, not
     /// the size of the cache). Scans page by page, yielding between pages.
     async fn candidates(&self, pins: &[Pin], need: u64) -> Result<Vec<Candidate>, StoreError> {
-        let pinned = |k: &BlobKey| pins.iter().any(|p| p.covers(k));
         let mut heap = Oldest::new(need);
-        let mut after = None;
-        loop {
-            let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
+        let mut scan = Scan::new(self.book.as_ref());
+        while let Some(page) = scan.next_page().await? {
             for s in page {
-                if !self.is_mirror(&s.key.registry) {
+                if !self.is_mirror(registry_of(&s.key)) || pins.iter().any(|p| p.covers(&s.key)) {
                     continue;
                 }
-                let key = BlobKey::Index(s.key);
-                if pinned(&key) {
-                    continue;
-                }
-                // An unreadable record is the first to go.
-                let (written, size) = s.record.map_or((0, 0), |r| (r.checked_at_ms, r.size));
-                let used_ms = s.used_ms.unwrap_or(written);
-                heap.offer(Candidate { used_ms, size, key });
+                let used_ms = s.last_use();
+                let size = s.record.as_ref().map_or(0, Rec::size);
+                heap.offer(Candidate {
+                    used_ms,
+                    size,
+                    key: s.key,
+                });
             }
-            tokio::task::yield_now().await;
-        }
-        let mut after = None;
-        loop {
-            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for s in page {
-                if !self.is_mirror(&s.key.registry) {
-                    continue;
-                }
-                let key = BlobKey::Crate(s.key);
-                if pinned(&key) {
-                    continue;
-                }
-                let (written, size) = s.record.map_or((0, 0), |r| (r.stored_at_ms, r.size));
-                let used_ms = s.used_ms.unwrap_or(written);
-                heap.offer(Candidate { used_ms, size, key });
-            }
-            tokio::task::yield_now().await;
         }
         Ok(heap.into_oldest_first())
     }
@@ -346,15 +354,12 @@ impl Keeper {
                 keys.push(BlobKey::Index(k));
             }
         }
-        let mut after = None;
-        loop {
-            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
+        let mut scan = Scan::new(self.book.as_ref());
+        while let Some(page) = scan.next_page().await? {
             keys.extend(
                 page.into_iter()
-                    .map(|s| BlobKey::Crate(s.key))
-                    .filter(|k| target.covers(k)),
+                    .map(|s| s.key)
+                    .filter(|k| matches!(k, BlobKey::Crate(_)) && target.covers(k)),
             );
         }
         for k in &keys {
@@ -367,43 +372,23 @@ impl Keeper {
     pub async fn stats(&self) -> Result<Vec<RegistryStats>, StoreError> {
         let mut by: std::collections::BTreeMap<String, RegistryStats> = Default::default();
         let now = now_ms();
-        let mut entry = |registry: &str, index: bool, size: u64, used: Option<u64>| {
-            let s = by
-                .entry(registry.to_owned())
-                .or_insert_with(|| RegistryStats::new(registry));
-            if index {
-                s.index_files += 1;
-                s.index_bytes += size;
-            } else {
-                s.crate_files += 1;
-                s.crate_bytes += size;
-            }
-            if let Some(u) = used {
-                s.oldest_use_age_ms = s.oldest_use_age_ms.max(now.saturating_sub(u));
-            }
-        };
-        let mut after = None;
-        loop {
-            let page = self.book.index_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for s in page {
-                let size = s.record.as_ref().map_or(0, |r| r.size);
-                let used = s
-                    .used_ms
-                    .or(s.record.as_ref().ok().map(|r| r.checked_at_ms));
-                entry(s.key.registry.as_str(), true, size, used);
-            }
-        }
-        let mut after = None;
-        loop {
-            let page = self.book.crate_page(after.as_ref(), SCAN_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.key.clone());
-            for s in page {
-                let size = s.record.as_ref().map_or(0, |r| r.size);
-                let used = s.used_ms.or(s.record.as_ref().ok().map(|r| r.stored_at_ms));
-                entry(s.key.registry.as_str(), false, size, used);
+        let mut scan = Scan::new(self.book.as_ref());
+        while let Some(page) = scan.next_page().await? {
+            for seen in page {
+                let registry = registry_of(&seen.key).as_str();
+                let s = by
+                    .entry(registry.to_owned())
+                    .or_insert_with(|| RegistryStats::new(registry));
+                let size = seen.record.as_ref().map_or(0, Rec::size);
+                if matches!(seen.key, BlobKey::Index(_)) {
+                    s.index_files += 1;
+                    s.index_bytes += size;
+                } else {
+                    s.crate_files += 1;
+                    s.crate_bytes += size;
+                }
+                let age = now.saturating_sub(seen.last_use());
+                s.oldest_use_age_ms = s.oldest_use_age_ms.max(age);
             }
         }
         Ok(by.into_values().collect())

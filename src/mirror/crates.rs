@@ -364,9 +364,10 @@ impl Mirror {
         match (tmp, bytes) {
             (None, Some(bytes)) => Ok(Fetched::InMemory(bytes, record)),
             (Some(tmp), bytes) => {
-                self.keeper.make_room(size).await;
+                let room = self.keeper.make_room(size).await;
                 self.written(tmp.commit(&blob).await)?;
                 self.written(self.book.put_crate(key, &record).await)?;
+                drop(room);
                 self.keeper.stored();
                 Ok(Fetched::Stored(bytes))
             }

@@ -191,7 +191,8 @@ impl Mirror {
     /// half-written stays.
     async fn persist(self: Arc<Self>, key: BlobKey, bytes: Bytes, record: Record) {
         let result = async {
-            self.keeper.make_room(bytes.len() as u64).await;
+            // Held until the record is counted.
+            let _room = self.keeper.make_room(bytes.len() as u64).await;
             self.blobs.below().put(&key, bytes).await?;
             match &record {
                 Record::Index(k, m) => self.book.put_index(k, &m.record).await,
