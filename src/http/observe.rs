@@ -50,7 +50,14 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
     let id = request_id(&req);
-    let path = req.uri().path().to_owned();
+    // The registry of a `/{registry}/...` route, for the access log, taken now (the request is
+    // handed on below); nothing is copied when the access log is off.
+    let registry: Option<String> = route
+        .as_deref()
+        .filter(|r| r.starts_with("/{registry}/"))
+        .filter(|_| tracing::enabled!(target: "cratedock::access", tracing::Level::INFO))
+        .and_then(|_| span_path_registry(req.uri().path()))
+        .map(str::to_owned);
     let principal = req
         .extensions()
         .get::<ConnInfo>()
@@ -111,9 +118,7 @@ pub(super) async fn observe(State(app): State<Arc<App>>, req: Request, next: Nex
         // method, path, request id, user, token id (never the token) and cache result.
         if tracing::enabled!(target: "cratedock::access", tracing::Level::INFO) {
             let bytes = axum::body::HttpBody::size_hint(resp.body()).exact();
-            let registry = route
-                .strip_prefix("/{registry}/")
-                .and_then(|_| span_path_registry(&path));
+            let registry = registry.as_deref();
             tracing::info!(
                 target: "cratedock::access",
                 status = status.as_u16(),
