@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
                 cksum: format!("{:064x}", i),
                 size: 20_000 + (i as u64 % 50_000),
                 stored_at_ms: to_ms(now),
+                license: None,
             },
         )
         .await?;

@@ -16,6 +16,7 @@ use crate::mirror::IndexMeta;
 use crate::mirror::{Mirror, MirrorParts};
 use crate::names::RegistryName;
 use crate::net::Readiness;
+use crate::policy::{AdvisorySource, Curation, Policy};
 use crate::registry::{Allowed, Private, PrivateParts};
 use crate::store::{
     AccountStore, BlobStore, CacheBook, FsBlobStore, MemoryTier, MetaStore, SledAccounts, SledBook,
@@ -109,6 +110,28 @@ pub struct App {
     keeper: Arc<Keeper>,
     /// Checks run through the admin API.
     pub jobs: crate::cache::jobs::Jobs,
+    advisories: Arc<AdvisorySource>,
+    curation: Arc<Curation>,
+    /// The private registries' records.
+    packages: Arc<dyn MetaStore>,
+}
+
+/// The HTTP client of `advisories.url`, when it is set.
+fn advisory_client(
+    cfg: &crate::config::AdvisoriesConfig,
+    roots: &rustls::RootCertStore,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<HttpUpstream>> {
+    let Some(url) = &cfg.url else {
+        return Ok(None);
+    };
+    let mut m = crate::config::MirrorConfig::new(url);
+    m.ca_bundle = cfg.ca_bundle.clone();
+    m.max_connections = 2;
+    let name = RegistryName::new("advisories")?;
+    HttpUpstream::new(&name, &m, roots, metrics.clone())
+        .map(Some)
+        .context("advisories.url")
 }
 
 impl App {
@@ -146,7 +169,11 @@ impl App {
         let needs_roots = config.registries.values().any(|r| match r {
             RegistryConfig::Mirror(m) => m.upstream.starts_with("https://") && m.system_roots,
             RegistryConfig::Private(_) => false,
-        });
+        }) || config
+            .advisories
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
         let roots = if needs_roots {
             system_roots()
         } else {
@@ -172,12 +199,29 @@ impl App {
         let pass_through = Arc::new(tokio::sync::Semaphore::new(
             (c.memory_max_bytes / 1024).min(u32::MAX as u64) as usize,
         ));
+        let advisories = Arc::new(AdvisorySource::new(
+            config.advisories.clone(),
+            dir,
+            advisory_client(&config.advisories, &roots, &metrics)?,
+            metrics.clone(),
+        ));
+        let curation: Arc<Curation> = Arc::default();
+        let policy_of = |name: &RegistryName, cfg: &RegistryConfig| {
+            Arc::new(Policy::new(
+                name,
+                cfg,
+                advisories.clone(),
+                curation.clone(),
+                metrics.clone(),
+            ))
+        };
         let mut mirrors = BTreeMap::new();
         for (name, registry) in &config.registries {
             let RegistryConfig::Mirror(cfg) = registry else {
                 continue;
             };
             let name = RegistryName::new(name)?;
+            let policy = policy_of(&name, registry);
             let upstream = HttpUpstream::new(&name, cfg, &roots, metrics.clone())?;
             let mirror = Mirror::new(MirrorParts {
                 name: name.clone(),
@@ -190,6 +234,7 @@ impl App {
                 max_crate_bytes: config.cache.max_crate_bytes,
                 keeper: keeper.clone(),
                 pass_through: pass_through.clone(),
+                policy,
             });
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
@@ -198,8 +243,10 @@ impl App {
             let RegistryConfig::Private(cfg) = registry else {
                 continue;
             };
+            let name = RegistryName::new(name)?;
             let private = Private::new(PrivateParts {
-                name: RegistryName::new(name)?,
+                policy: policy_of(&name, registry),
+                name: name.clone(),
                 cfg: cfg.clone(),
                 blobs: fs_below.clone(),
                 disk: blobs.below_arc(),
@@ -211,8 +258,9 @@ impl App {
                 public_url: config.public_url().map(str::to_owned),
                 memory_bytes: config.cache.memory_max_bytes / 4,
             });
-            privates.insert(name.clone(), Arc::new(private));
+            privates.insert(name.to_string(), Arc::new(private));
         }
+        let packages = meta.clone();
         let accounts: Arc<dyn AccountStore> = meta;
         let auth = Arc::new(Auth::new(
             accounts,
@@ -232,11 +280,14 @@ impl App {
             book,
             keeper,
             jobs: Default::default(),
+            advisories,
+            curation,
+            packages,
         }))
     }
 
-    /// Builds every registry's upstream client, to check a configuration without opening its
-    /// data folder (`cratedock config check`).
+    /// Builds every registry's upstream client (and reads `advisories.path`), to check a
+    /// configuration without opening its data folder (`cratedock config check`).
     pub fn check_upstreams(config: &Config) -> anyhow::Result<()> {
         let roots = rustls::RootCertStore::empty();
         let metrics = Arc::new(Metrics::new());
@@ -246,6 +297,13 @@ impl App {
             };
             let name = RegistryName::new(name)?;
             HttpUpstream::new(&name, m, &roots, metrics.clone())?;
+        }
+        advisory_client(&config.advisories, &roots, &metrics)?;
+        if let Some(path) = &config.advisories.path {
+            use crate::policy::advisories::{AdvisoryDb, root_of};
+            root_of(path)
+                .and_then(|root| AdvisoryDb::open(&root))
+                .map_err(|e| anyhow::anyhow!("advisories.path: {e}"))?;
         }
         Ok(())
     }
@@ -283,6 +341,8 @@ impl App {
         for p in self.privates.values() {
             p.recount().await?;
         }
+        self.curation.set(self.book.curated().await?);
+        self.advisories.load_at_start().await;
         let report = self
             .check_cache(
                 crate::cache::check::Options {
@@ -322,6 +382,37 @@ impl App {
         checker.run(opts).await
     }
 
+    /// The advisory database and its refreshes.
+    pub(crate) fn advisories(&self) -> &Arc<AdvisorySource> {
+        &self.advisories
+    }
+
+    /// Runs the advisory database's refreshes until `stop` is notified.
+    pub fn spawn_advisory_refresh(&self, stop: Arc<tokio::sync::Notify>) {
+        tokio::spawn(self.advisories.clone().run(stop));
+    }
+
+    /// The curated mirrors' allow-lists in memory.
+    pub(crate) fn curation(&self) -> &Arc<Curation> {
+        &self.curation
+    }
+
+    pub(crate) fn book(&self) -> &Arc<dyn CacheBook> {
+        &self.book
+    }
+
+    pub(crate) fn packages(&self) -> &Arc<dyn MetaStore> {
+        &self.packages
+    }
+
+    pub(crate) fn mirrors(&self) -> impl Iterator<Item = &Arc<Mirror>> {
+        self.mirrors.values()
+    }
+
+    pub(crate) fn privates(&self) -> impl Iterator<Item = &Arc<Private>> {
+        self.privates.values()
+    }
+
     /// Whether the registry requires auth; `None` when there is no such registry.
     pub fn auth_required(&self, registry: &str) -> Option<bool> {
         self.config
@@ -337,6 +428,7 @@ impl App {
     /// Brings the cache-size gauges up to date (called when metrics are scraped).
     pub fn update_gauges(&self) {
         let m = &self.metrics;
+        self.advisories.update_gauges();
         let (entries, bytes) = self.blobs.usage();
         m.cache_entries
             .with_label_values(&["memory", "all"])

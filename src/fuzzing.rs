@@ -69,9 +69,9 @@ pub fn publish_body(data: &[u8]) {
     let body = Bytes::copy_from_slice(data);
     let stream = futures_util::stream::iter([Ok::<_, String>(body)]);
     if let Ok(upload) = block_on(crate::registry::frame::read(stream, 1 << 20)) {
-        let _ = crate::registry::tarball::inspect(&upload.tarball, 4 << 20);
+        let _ = crate::tarball::inspect(&upload.tarball, 4 << 20);
     }
-    let _ = crate::registry::tarball::inspect(data, 4 << 20);
+    let _ = crate::tarball::inspect(data, 4 << 20);
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ pub mod net;
 pub mod store;
 
 pub(crate) mod mirror;
+pub(crate) mod policy;
 pub(crate) mod registry;
+pub(crate) mod tarball;
 pub(crate) mod upstream;
 
 use std::sync::Arc;

@@ -36,6 +36,9 @@ enum Command {
     /// Manage users, teams, grants and tokens, and read the audit log, through a running
     /// server's admin API.
     Admin(cratedock::cli::AdminArgs),
+    /// The RustSec advisory database of a running server: status, sync (refresh now),
+    /// report (the cached and private versions affected).
+    Advisories(cratedock::cli::AdvisoriesArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Admin(args) => cratedock::cli::run(args),
+        Command::Advisories(args) => cratedock::cli::run_advisories(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,6 +313,8 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
                 let _ = keeper_stop.wait_for(|stop| *stop).await;
             },
         ));
+        let stop_advisories = std::sync::Arc::new(tokio::sync::Notify::new());
+        app.spawn_advisory_refresh(stop_advisories.clone());
         tracing::info!(registries = ?app.registry_names().collect::<Vec<_>>(), "serving");
         let serving = cratedock::net::Serving {
             router: cratedock::http::router(app.clone()),
@@ -320,6 +326,7 @@ fn serve(config_path: Option<PathBuf>, cli: CliOverrides) -> anyhow::Result<()> 
             cratedock::net::serve(serving, listeners, cratedock::net::shutdown_signal()).await?;
         // Answers may have gone out before their files were stored: let those writes end.
         app.settle(deadline).await;
+        stop_advisories.notify_one();
         let _ = stop_writer.send(true);
         if let Err(e) = writer.await {
             tracing::warn!(error = %e, "the last-used writer failed");

@@ -83,6 +83,17 @@ pub struct Metrics {
     /// Response bodies that ended before their last byte once streaming had begun, by kind
     /// (index, crate) and cause (upstream, disk, checksum, timeout, too_large).
     pub responses_cut_short: IntCounterVec,
+    /// Advisories in the database in use (0: none loaded).
+    pub advisories_loaded: IntGauge,
+    /// Seconds since the advisory database was last known current.
+    pub advisory_db_age_seconds: IntGauge,
+    /// 1 while the advisory database is older than `advisories.max_age_ms`.
+    pub advisory_db_stale: IntGauge,
+    /// Refreshes of the advisory database, by outcome (updated, not_modified, reloaded, failed).
+    pub advisory_refreshes: IntCounterVec,
+    /// Policy decisions, by registry, policy (advisory, license, curated) and action (deny,
+    /// warn).
+    pub policy_decisions: IntCounterVec,
     /// Every series name this registry can export (with the `cratedock_` prefix).
     names: Vec<String>,
 }
@@ -113,6 +124,14 @@ impl Metrics {
         }
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            named(&g);
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let plain_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
             named(&g);
             registry
                 .register(Box::new(g.clone()))
@@ -286,6 +305,28 @@ impl Metrics {
                 "responses_cut_short_total",
                 "Response bodies that ended before their last byte after streaming began, by kind and cause.",
                 &["kind", "cause"],
+            ),
+            advisories_loaded: plain_gauge(
+                "advisories_loaded",
+                "Advisories in the advisory database in use (0: none loaded).",
+            ),
+            advisory_db_age_seconds: plain_gauge(
+                "advisory_db_age_seconds",
+                "Seconds since the advisory database was last fetched, confirmed unchanged, or changed on disk.",
+            ),
+            advisory_db_stale: plain_gauge(
+                "advisory_db_stale",
+                "1 while the advisory database is older than advisories.max_age_ms.",
+            ),
+            advisory_refreshes: counter(
+                "advisory_refreshes_total",
+                "Refreshes of the advisory database, by outcome (updated, not_modified, reloaded, failed).",
+                &["outcome"],
+            ),
+            policy_decisions: counter(
+                "policy_decisions_total",
+                "Supply-chain policy decisions, by registry, policy (advisory, license, curated) and action (deny, warn).",
+                &["registry", "policy", "action"],
             ),
             // Exported once TLS is on (see `tls_in_use`): without TLS there is no certificate.
             tls_cert_not_after: {

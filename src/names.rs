@@ -82,6 +82,19 @@ impl fmt::Display for RegistryName {
     }
 }
 
+impl serde::Serialize for RegistryName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RegistryName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A crate name as it appears in requests: ASCII letters, digits, `-` and `_`, starting with a
 /// letter or `_`, at most 64 characters. Case is kept; [`CrateName::lower`] gives the form that
 /// index paths and files on disk use.
@@ -117,6 +130,17 @@ impl CrateName {
     /// to the same string cannot both exist.
     pub fn canonical(&self) -> String {
         fold(&self.0)
+    }
+
+    /// Calls `f` with [`CrateName::canonical`] folded on the stack (no allocation: a lookup
+    /// on a request's path).
+    pub fn with_canonical<T>(&self, f: impl FnOnce(&str) -> T) -> T {
+        let mut buf = [0u8; MAX_CRATE_NAME_LEN];
+        let n = self.0.len();
+        for (d, &b) in buf.iter_mut().zip(self.0.as_bytes()) {
+            *d = fold_byte(b);
+        }
+        f(std::str::from_utf8(&buf[..n]).expect("a folded ASCII name"))
     }
 
     /// The lower-cased name: the key of the index file and of the files on disk.

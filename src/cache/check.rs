@@ -372,6 +372,7 @@ impl Checker<'_> {
                     cksum: digest,
                     size: len,
                     stored_at_ms: now_ms(),
+                    license: None,
                 };
                 self.book.put_crate(k, &record).await
             }

@@ -31,6 +31,7 @@ async fn store(keeper: &Keeper, key: &CrateKey, size: usize, at: u64) {
         cksum,
         size: size as u64,
         stored_at_ms: at,
+        license: None,
     };
     keeper.book().put_crate(key, &record).await.unwrap();
 }

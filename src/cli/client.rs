@@ -1,7 +1,7 @@
 //! The admin API client: JSON over HTTP(S) with the admin token, cargo-shaped errors turned
 //! into readable ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -156,7 +156,58 @@ impl Client {
         self.send(reqwest::Method::PUT, path, None).await
     }
 
+    pub(super) async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::DELETE, path, None).await
+    }
+}
+
+/// How the CLI reaches a running server's admin API.
+#[derive(clap::Args)]
+pub(super) struct Connection {
+    /// Base URL of the cratedock server.
+    #[arg(
+        long,
+        env = "CRATEDOCK_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// File holding an admin token (e.g. DATA_DIR/admin-token). Without it: the token in
+    /// CRATEDOCK_TOKEN, else the file named by CRATEDOCK_TOKEN_FILE.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// URL, besides the system's roots.
+    #[arg(long, env = "CRATEDOCK_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Connection {
+    /// Runs `work` with a client of the admin API on a one-thread runtime; prints what it
+    /// returns.
+    pub(super) fn run<F, Fut>(&self, work: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(Client, bool) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<String>>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = Client::new(
+                &self.url,
+                self.token_file.as_deref(),
+                self.ca_file.as_deref(),
+            )?;
+            let out = work(client, self.json).await?;
+            print!("{out}");
+            Ok(())
+        })
     }
 }

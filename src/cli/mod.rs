@@ -9,6 +9,7 @@ mod cache;
 mod client;
 mod import;
 pub mod offline;
+mod policy;
 mod progress;
 mod table;
 
@@ -17,31 +18,31 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use client::Client;
+use client::{Client, Connection};
 use table::{grants, table, teams, text, time, tokens, users};
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// Base URL of the cratedock server.
-    #[arg(
-        long,
-        env = "CRATEDOCK_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    url: String,
-    /// File holding an admin token (e.g. DATA_DIR/admin-token). Without it: the token in
-    /// CRATEDOCK_TOKEN, else the file named by CRATEDOCK_TOKEN_FILE.
-    #[arg(long, global = true)]
-    token_file: Option<PathBuf>,
-    /// PEM CA bundle to trust for an https:// URL, besides the system's roots.
-    #[arg(long, env = "CRATEDOCK_CA_FILE", global = true)]
-    ca_file: Option<PathBuf>,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    connection: Connection,
     #[command(subcommand)]
     command: AdminCommand,
+}
+
+/// `cratedock advisories ...`: the advisory database of a running server.
+#[derive(Args)]
+pub struct AdvisoriesArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: policy::AdvisoriesCommand,
+}
+
+/// Runs one `cratedock advisories` command.
+pub fn run_advisories(args: AdvisoriesArgs) -> anyhow::Result<()> {
+    let command = args.command;
+    args.connection
+        .run(|c, as_json| async move { policy::advisories(&c, command, as_json).await })
 }
 
 #[derive(Subcommand)]
@@ -92,6 +93,17 @@ enum AdminCommand {
     Crate {
         #[command(subcommand)]
         command: CrateCommand,
+    },
+    /// A curated mirror's allow-list: `curate add serde@^1`, `curate remove serde`,
+    /// `curate list` (audited; in effect at once).
+    Curate {
+        #[command(subcommand)]
+        command: policy::CurateCommand,
+    },
+    /// The advisory database: status, sync, report (the same as `cratedock advisories`).
+    Advisories {
+        #[command(subcommand)]
+        command: policy::AdvisoriesCommand,
     },
 }
 
@@ -235,19 +247,9 @@ struct AuditArgs {
 
 /// Runs one admin command; what it prints goes to stdout.
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = Client::new(
-            &args.url,
-            args.token_file.as_deref(),
-            args.ca_file.as_deref(),
-        )?;
-        let out = execute(&client, args.command, args.json).await?;
-        print!("{out}");
-        Ok(())
-    })
+    let command = args.command;
+    args.connection
+        .run(|c, as_json| async move { execute(&c, command, as_json).await })
 }
 
 async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Result<String> {
@@ -261,6 +263,8 @@ async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Re
     Ok(match command {
         AdminCommand::Import { paths, registry } => import::import(c, &registry, &paths).await?,
         AdminCommand::Cache { command } => cache::execute(c, command, as_json).await?,
+        AdminCommand::Curate { command } => policy::curate(c, command, as_json).await?,
+        AdminCommand::Advisories { command } => policy::advisories(c, command, as_json).await?,
         AdminCommand::Crate {
             command:
                 CrateCommand::Delete {

@@ -6,11 +6,15 @@
 //! the key; `config/default.toml` documents every key and is the embedded default.
 
 mod merge;
+mod policy;
 #[cfg(test)]
 mod props;
 mod registries;
 mod validate;
 
+pub use policy::{
+    Action, AdvisoriesConfig, Informational, LicenseException, LicensesConfig, PolicyKeys,
+};
 pub use registries::{MirrorConfig, PrivateConfig, RegistryConfig};
 
 use std::collections::BTreeMap;
@@ -49,6 +53,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    /// The RustSec advisory database that registries' `advisories` policies use.
+    pub advisories: AdvisoriesConfig,
     /// Registries by name; the name is the first path segment of their routes.
     pub registries: BTreeMap<String, RegistryConfig>,
     /// What loading noticed without refusing it (stray environment variables); logged at
@@ -274,6 +280,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            advisories: AdvisoriesConfig::default(),
             registries,
             warnings: Vec::new(),
         }
@@ -331,7 +338,11 @@ impl Config {
             m.client_key_file = Some("x".into());
             m.crates_io = Some(true);
             m.reserved_names = vec![crate::names::CrateGlob::any()];
+            m.licenses.action = Some(Action::Deny);
         }
+        full.advisories.path = Some("x".into());
+        full.advisories.url = Some("x".into());
+        full.advisories.ca_bundle = Some("x".into());
         if let Some(RegistryConfig::Private(p)) = full.registries.get_mut("internal") {
             p.allow_upstream_names = vec![crate::names::CrateGlob::any()];
             p.dependency_registries = Some(vec!["crates-io".into()]);

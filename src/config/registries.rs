@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy::{Action, Informational, LicensesConfig};
 use super::{ClientAuth, Secret};
 use crate::names::CrateGlob;
 
@@ -65,6 +66,23 @@ pub struct MirrorConfig {
     /// from); absent: when the upstream is `https://index.crates.io/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crates_io: Option<bool>,
+    /// Advisories of the RustSec database: `off`, `warn` (served, logged, counted) or `deny`.
+    #[serde(default)]
+    pub advisories: Action,
+    /// Informational advisory kinds that count like vulnerabilities.
+    #[serde(default)]
+    pub informational: Vec<Informational>,
+    /// Advisory ids that never count.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub licenses: LicensesConfig,
+    /// Affected versions are served as yanked in index files (new resolutions avoid them).
+    #[serde(default)]
+    pub deny_hides_versions: bool,
+    /// Only crates on the allow-list (`cratedock admin curate`) are served.
+    #[serde(default)]
+    pub curated: bool,
 }
 
 /// Defaults of the keys (serde needs functions).
@@ -153,6 +171,12 @@ impl MirrorConfig {
             max_connections: d::max_upstream_connections(),
             reserved_names: Vec::new(),
             crates_io: None,
+            advisories: Action::Off,
+            informational: Vec::new(),
+            ignore: Vec::new(),
+            licenses: LicensesConfig::default(),
+            deny_hides_versions: false,
+            curated: false,
         }
     }
 
@@ -190,6 +214,17 @@ pub struct PrivateConfig {
     /// Names that may be published here although a mirror's upstream has them.
     #[serde(default)]
     pub allow_upstream_names: Vec<CrateGlob>,
+    /// Advisories of the RustSec database: `off`, `warn` (served, logged, counted) or `deny`.
+    #[serde(default)]
+    pub advisories: Action,
+    /// Informational advisory kinds that count like vulnerabilities.
+    #[serde(default)]
+    pub informational: Vec<Informational>,
+    /// Advisory ids that never count.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    #[serde(default)]
+    pub licenses: LicensesConfig,
 }
 
 impl Default for PrivateConfig {
@@ -202,6 +237,10 @@ impl Default for PrivateConfig {
             upload_timeout_ms: d::upload_timeout_ms(),
             dependency_registries: None,
             allow_upstream_names: Vec::new(),
+            advisories: Action::Off,
+            informational: Vec::new(),
+            ignore: Vec::new(),
+            licenses: LicensesConfig::default(),
         }
     }
 }

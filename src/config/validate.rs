@@ -41,6 +41,10 @@ impl Config {
                 );
             }
         }
+        super::policy::validate_source(&self.advisories).map_err(ConfigError::Invalid)?;
+        for (name, r) in &self.registries {
+            super::policy::validate(name, &r.policy()).map_err(ConfigError::Invalid)?;
+        }
         if self.server.send_timeout_ms == 0 {
             return invalid("server.send_timeout_ms must be positive".into());
         }

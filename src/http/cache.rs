@@ -17,7 +17,7 @@ use crate::cache::check::Options;
 use crate::names::{CrateName, RegistryName, Version};
 use crate::store::Pin;
 
-fn mirror_name(app: &App, registry: &str) -> Result<RegistryName, ApiError> {
+pub(super) fn mirror_name(app: &App, registry: &str) -> Result<RegistryName, ApiError> {
     if app.mirror_names().any(|m| m == registry) {
         return Ok(RegistryName::new(registry)?);
     }
@@ -28,7 +28,9 @@ fn mirror_name(app: &App, registry: &str) -> Result<RegistryName, ApiError> {
 }
 
 /// A JSON body that may be left out (then every field takes its default).
-fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -106,7 +106,7 @@ pub(super) async fn index_file(
             // A large file is opened after its lookup; a refresh that replaced it in between
             // sends the request round once more.
             for _ in 0..3 {
-                let entry = match mirror.index_file(&name).await? {
+                let entry = match mirror.served_index(&name).await? {
                     Lookup::Found(entry) => entry,
                     Lookup::NotFound => return Err(not_found()),
                 };

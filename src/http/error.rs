@@ -158,6 +158,7 @@ impl From<MirrorError> for ApiError {
     fn from(e: MirrorError) -> Self {
         match e {
             MirrorError::NotFound(d) => Self::not_found(d),
+            MirrorError::Refused(d) => Self::Forbidden(d),
             MirrorError::Upstream(u) if u.is_timeout() => {
                 Self::gateway_timeout(u.message(), u.to_string())
             }

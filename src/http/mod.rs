@@ -11,6 +11,7 @@ mod cargo;
 mod error;
 mod observe;
 mod ops;
+mod policy;
 mod registry;
 
 pub use error::ApiError;
@@ -104,6 +105,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/-/admin/registries/{registry}/pins/{name}/{version}",
             put(cache::pin).merge(delete(cache::unpin)),
+        )
+        .route("/-/admin/advisories", get(policy::status))
+        .route("/-/admin/advisories/sync", post(policy::sync))
+        .route("/-/admin/advisories/report", get(policy::report))
+        .route(
+            "/-/admin/registries/{registry}/curated",
+            get(policy::curated),
+        )
+        .route(
+            "/-/admin/registries/{registry}/curated/{name}",
+            put(policy::curate).merge(delete(policy::uncurate)),
         );
     cargo
         .merge(registry_api)

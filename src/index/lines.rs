@@ -78,10 +78,99 @@ pub(crate) fn find_version(body: &[u8], version: &str) -> Option<IndexLine> {
         .find(|l| l.vers == version)
 }
 
+/// What a version's line needs for a policy: its version and whether it is yanked.
+#[derive(Deserialize)]
+struct VersionHead<'a> {
+    #[serde(borrow)]
+    vers: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    yanked: bool,
+}
+
+/// What a policy does with one version's line of an index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineEdit {
+    Keep,
+    /// Served with `"yanked":true`.
+    Yank,
+    Drop,
+}
+
+/// The versions of an index body, each with whether it is yanked (lines that do not parse are
+/// skipped).
+pub(crate) fn versions(body: &[u8]) -> Vec<(String, bool)> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<VersionHead<'_>>(line).ok())
+        .map(|h| (h.vers.into_owned(), h.yanked))
+        .collect()
+}
+
+/// An index body with each version's line edited by `edit(version, yanked)`; lines kept as
+/// they are stay byte for byte. `None` when nothing changes.
+pub(crate) fn edit_lines(body: &[u8], edit: impl Fn(&str, bool) -> LineEdit) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        let what = serde_json::from_slice::<VersionHead<'_>>(line)
+            .map(|h| edit(&h.vers, h.yanked))
+            .unwrap_or(LineEdit::Keep);
+        match what {
+            LineEdit::Keep => out.extend_from_slice(line),
+            LineEdit::Drop => changed = true,
+            LineEdit::Yank => {
+                let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(line) else {
+                    out.extend_from_slice(line);
+                    continue;
+                };
+                if map.get("yanked") == Some(&serde_json::Value::Bool(true)) {
+                    out.extend_from_slice(line);
+                    continue;
+                }
+                map.insert("yanked".into(), serde_json::Value::Bool(true));
+                let json = serde_json::to_vec(&map).expect("a JSON map serializes");
+                out.extend_from_slice(&json);
+                out.push(b'\n');
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::names::CrateName;
+
+    #[test]
+    fn lines_are_edited_and_the_others_kept_byte_for_byte() {
+        let body = b"{\"name\":\"a\", \"vers\":\"1.0.0\",\"yanked\":false}\n{\"name\":\"a\",\"vers\":\"1.1.0\",\"yanked\":false}\n{\"name\":\"a\",\"vers\":\"2.0.0\",\"yanked\":false}\n";
+        let edited = edit_lines(body, |v, _| match v {
+            "1.1.0" => LineEdit::Yank,
+            "2.0.0" => LineEdit::Drop,
+            _ => LineEdit::Keep,
+        })
+        .unwrap();
+        let text = String::from_utf8(edited).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            "{\"name\":\"a\", \"vers\":\"1.0.0\",\"yanked\":false}"
+        );
+        let second: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["yanked"], true);
+        assert_eq!(second["vers"], "1.1.0");
+        assert!(edit_lines(body, |_, _| LineEdit::Keep).is_none());
+        assert_eq!(
+            versions(body),
+            [
+                ("1.0.0".into(), false),
+                ("1.1.0".into(), false),
+                ("2.0.0".into(), false)
+            ]
+        );
+    }
 
     #[test]
     fn index_bodies_are_checked() {

@@ -9,6 +9,8 @@ mod lines;
 mod path;
 
 pub(crate) use config_json::{UpstreamConfig, download_url, served_config};
-pub(crate) use lines::{IndexLine, etag_of, find_version, hex, validate_body};
+pub(crate) use lines::{
+    IndexLine, LineEdit, edit_lines, etag_of, find_version, hex, validate_body, versions,
+};
 pub use path::IndexFile;
 pub(crate) use path::{IndexRequest, prefix_of};

@@ -58,13 +58,34 @@ enum Fetched {
 }
 
 impl Mirror {
-    /// The `.crate` file of `name` at `version`.
+    /// The `.crate` file of `name` at `version`, if the registry's policy lets it through:
+    /// advisories and curation are checked before anything is fetched, the licence once the
+    /// file is at hand.
     pub(crate) async fn crate_file(
         self: &Arc<Self>,
         name: &CrateName,
         version: &Version,
     ) -> Result<CrateBody, MirrorError> {
+        self.policy.check_download(name, version)?;
         let key = CrateKey::new(&self.name, name, version);
+        let body = self.crate_body(&key, name, version).await?;
+        if self.policy.licenses_active() {
+            let bytes = match &body {
+                CrateBody::Memory(b) => Some(b.clone()),
+                _ => None,
+            };
+            self.licence_gate(&key, name, version, bytes).await?;
+        }
+        Ok(body)
+    }
+
+    async fn crate_body(
+        self: &Arc<Self>,
+        key: &CrateKey,
+        name: &CrateName,
+        version: &Version,
+    ) -> Result<CrateBody, MirrorError> {
+        let key = key.clone();
         let blob = BlobKey::Crate(key.clone());
         if let Some(bytes) = self.blobs.cached(&blob) {
             self.metrics
@@ -107,12 +128,14 @@ impl Mirror {
                 .inc();
         }
         // The file streams to the client as soon as the upstream sends it; a flight that ends
-        // first (an error, or a file too quick to matter) answers directly.
+        // first (an error, or a file too quick to matter) answers directly. Not when its licence
+        // must be judged first: then the whole file is awaited.
         let what = || format!("crate {name} {version}");
+        let follow = !self.policy.licenses_active();
         let fetched = tokio::select! {
             biased;
             result = self.wait(flight, self.coalesce_wait, what) => result?,
-            Some(streamed) = download.reader() => return Ok(CrateBody::Streaming(streamed)),
+            Some(streamed) = download.reader(), if follow => return Ok(CrateBody::Streaming(streamed)),
         };
         if let Some(bytes) = fetched {
             return Ok(CrateBody::Memory(bytes));
@@ -351,13 +374,17 @@ impl Mirror {
         progress.verified();
         self.metrics
             .cache(self.name.as_str(), "crate", "upstream", "miss");
+        let bytes = keep.map(BytesMut::freeze);
         let record = CrateRecord {
             cksum: actual,
             size,
             stored_at_ms: now_ms(),
+            // Read now from bytes in memory; a larger file's is read when first needed.
+            license: bytes
+                .as_ref()
+                .map(|b| crate::policy::licenses::read(&b[..])),
         };
         let blob = BlobKey::Crate(key.clone());
-        let bytes = keep.map(BytesMut::freeze);
         if let Some(b) = &bytes {
             self.blobs.remember(blob.clone(), b.clone(), None);
         }

@@ -24,7 +24,7 @@ pub(crate) struct IndexMeta {
 }
 
 impl IndexMeta {
-    fn new(record: IndexRecord) -> Arc<Self> {
+    pub(super) fn new(record: IndexRecord) -> Arc<Self> {
         let etag = Bytes::from(record.etag.clone());
         Arc::new(Self { record, etag })
     }

@@ -18,6 +18,7 @@ mod body;
 mod coalesce;
 mod crates;
 mod index;
+mod policy;
 mod tee;
 
 pub(crate) use body::Opened;
@@ -48,6 +49,9 @@ pub enum MirrorError {
         "timed out after {waited_ms} ms waiting for another request's upstream fetch of {what}"
     )]
     WaitTimeout { what: String, waited_ms: u64 },
+    /// A policy refuses it (403).
+    #[error("{0}")]
+    Refused(String),
     /// A failure of cratedock's own storage; the text is for the log, not for clients.
     #[error("storage error: {0}")]
     Store(String),
@@ -107,6 +111,11 @@ pub(crate) struct Mirror {
     /// KiB of downloads that may be followed in memory while the disk cannot stage them,
     /// shared by every mirror.
     pass_through: Arc<tokio::sync::Semaphore>,
+    policy: Arc<crate::policy::Policy>,
+    /// Index files as the policy edits them.
+    edited: moka::sync::Cache<IndexKey, Arc<policy::Edited>>,
+    /// Why a version's licence is against the policy (`None`: it is not).
+    licence_verdicts: moka::sync::Cache<CrateKey, Option<Arc<str>>>,
 }
 
 /// What a mirror is built from.
@@ -121,6 +130,7 @@ pub(crate) struct MirrorParts {
     pub max_crate_bytes: u64,
     pub keeper: Arc<Keeper>,
     pub pass_through: Arc<tokio::sync::Semaphore>,
+    pub policy: Arc<crate::policy::Policy>,
 }
 
 /// A record to write after its blob, in a flight's tail.
@@ -153,11 +163,18 @@ impl Mirror {
             max_crate_bytes: p.max_crate_bytes,
             keeper: p.keeper,
             pass_through: p.pass_through,
+            policy: p.policy,
+            edited: moka::sync::Cache::new(10_000),
+            licence_verdicts: moka::sync::Cache::new(100_000),
         }
     }
 
     pub(crate) fn name(&self) -> &RegistryName {
         &self.name
+    }
+
+    pub(crate) fn policy(&self) -> &Arc<crate::policy::Policy> {
+        &self.policy
     }
 
     /// Fetches of index files and of crate files under way (with the disk writes after them).

@@ -11,6 +11,7 @@
 //! - every refusal leaves the index, the files and the records as they were, and says why;
 //! - every change is in the audit log.
 
+mod audit;
 mod checks;
 pub(crate) mod frame;
 mod line;
@@ -20,7 +21,6 @@ mod manifest;
 mod properties;
 mod publish;
 mod search;
-pub(crate) mod tarball;
 
 pub(crate) use frame::{MAX_JSON_BYTES, Upload};
 pub(crate) use manage::OwnersChange;
@@ -44,7 +44,7 @@ use crate::store::{BlobKey, BlobStore, CrateKey, IndexKey, MetaStore, StoreError
 
 /// The name and version that the manifest inside a `.crate` gives (for `admin import`).
 pub(crate) fn manifest_of(tarball: &[u8]) -> Result<(String, String), RegistryError> {
-    let unpacked = tarball::inspect(tarball, 4 << 30)
+    let unpacked = crate::tarball::inspect(tarball, 4 << 30)
         .map_err(|e| RegistryError::invalid("tarball", e.to_string()))?;
     let m = manifest::parse(&unpacked.manifest)
         .map_err(|e| RegistryError::invalid("manifest", e.to_string()))?;
@@ -159,6 +159,7 @@ pub(crate) struct PrivateParts {
     /// The configured public base URL, if any.
     pub(crate) public_url: Option<String>,
     pub(crate) memory_bytes: u64,
+    pub(crate) policy: Arc<crate::policy::Policy>,
 }
 
 /// The dependency registries a private registry allows.
@@ -218,6 +219,7 @@ pub(crate) struct Private {
     stored_bytes: AtomicU64,
     /// Publishes being received and checked (each holds its upload in memory).
     uploads: Arc<tokio::sync::Semaphore>,
+    policy: Arc<crate::policy::Policy>,
 }
 
 impl Private {
@@ -248,7 +250,12 @@ impl Private {
                 .collect(),
             stored_bytes: AtomicU64::new(0),
             uploads,
+            policy: p.policy,
         }
+    }
+
+    pub(crate) fn policy(&self) -> &Arc<crate::policy::Policy> {
+        &self.policy
     }
 
     /// Counts the bytes of the crate files this registry holds (at start).

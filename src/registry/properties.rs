@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::frame::read;
 use super::line::{IndexDep, IndexLine, set_yanked};
 use super::manifest::{DepKind, Manifest, ManifestDep};
-use super::tarball::inspect;
+use crate::tarball::inspect;
 
 fn framed(json: &[u8], tarball: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();

@@ -9,12 +9,13 @@ use sha2::{Digest, Sha256};
 use super::checks::{self, Source, Sources};
 use super::line::{IndexDep, IndexLine, lines};
 use super::manifest::{self, Manifest};
-use super::{Caller, Private, RegistryError, Upload, tarball};
+use super::{Caller, Private, RegistryError, Upload};
 use crate::auth::admin::entry;
 use crate::auth::{Denial, rfc3339};
 use crate::mirror::Lookup;
 use crate::names::{CrateName, Version};
 use crate::store::{Owner, PackageChange, PackageRecord, Permission, VersionRecord, now_ms};
+use crate::tarball;
 
 /// A version's line as it is recorded.
 struct Recorded<'a> {
@@ -93,10 +94,12 @@ impl Private {
             let denial = Denial::lacks(Permission::Publish, registry, Some(&name));
             return Err(RegistryError::forbidden("permission", denial.detail()));
         }
-        let manifest = self.unpack(&upload, &meta).await?;
+        let (manifest, lockfile) = self.unpack(&upload, &meta).await?;
         checks::licence(&manifest)?;
         checks::index_fields(&manifest)?;
-        let deps = self.dependencies(&manifest, base)?;
+        let (deps, sources) = self.dependencies(&manifest, base)?;
+        let mut warnings = self.licence_policy(&manifest, &upload.tarball)?;
+        warnings.extend(self.audit(&manifest, &sources, lockfile.as_deref()).await?);
         let cksum = hex(&Sha256::digest(&upload.tarball));
         let size = upload.tarball.len() as u64;
 
@@ -210,7 +213,7 @@ impl Private {
         self.record_version(caller, &manifest, &canonical, line)
             .await?;
         tracing::info!(registry, krate = %name, version = %version, size, "published");
-        Ok(Published::default())
+        Ok(Published { warnings })
     }
 
     /// Stores a published version's record with its audit entry, durably before cargo hears
@@ -263,10 +266,14 @@ impl Private {
 
     /// The tarball checked and its manifest read (off the async threads), matching the
     /// metadata.
-    async fn unpack(&self, upload: &Upload, meta: &Metadata) -> Result<Manifest, RegistryError> {
+    async fn unpack(
+        &self,
+        upload: &Upload,
+        meta: &Metadata,
+    ) -> Result<(Manifest, Option<Vec<u8>>), RegistryError> {
         let tarball = upload.tarball.clone();
         let max = self.cfg.max_unpacked_bytes;
-        let (top, manifest) = tokio::task::spawn_blocking(move || {
+        let (top, manifest, lockfile) = tokio::task::spawn_blocking(move || {
             let unpacked = tarball::inspect(&tarball, max)
                 .map_err(|e| RegistryError::invalid("tarball", e.to_string()))?;
             let manifest = manifest::parse(&unpacked.manifest)
@@ -276,7 +283,7 @@ impl Private {
                 entries = unpacked.entries,
                 "tarball checked"
             );
-            Ok::<_, RegistryError>((unpacked.top, manifest))
+            Ok::<_, RegistryError>((unpacked.top, manifest, unpacked.lockfile))
         })
         .await
         .map_err(|e| {
@@ -304,16 +311,16 @@ impl Private {
                 ),
             ));
         }
-        Ok(manifest)
+        Ok((manifest, lockfile))
     }
 
     /// The manifest's dependencies as index entries, each from a registry this one may
-    /// depend on.
+    /// depend on, and where each comes from.
     fn dependencies(
         &self,
         m: &Manifest,
         base: Option<&str>,
-    ) -> Result<Vec<IndexDep>, RegistryError> {
+    ) -> Result<(Vec<IndexDep>, Vec<Source>), RegistryError> {
         let sources = Sources {
             registry: self.name.as_str(),
             public: self.public_url.as_deref(),
@@ -321,6 +328,7 @@ impl Private {
             registries: self.registries.iter().map(String::as_str).collect(),
         };
         let mut out = Vec::with_capacity(m.deps.len());
+        let mut from = Vec::with_capacity(m.deps.len());
         for dep in &m.deps {
             for n in std::iter::once(&dep.name).chain(dep.package.as_ref()) {
                 CrateName::new(n).map_err(|e| {
@@ -338,8 +346,9 @@ impl Private {
                 return Err(checks::forbidden_source(dep, &source, self.name.as_str()));
             }
             out.push(IndexDep::of(dep, source.index_value()));
+            from.push(source);
         }
-        Ok(out)
+        Ok((out, from))
     }
 
     /// Refuses a new name that a mirror's upstream has (dependency confusion), unless the

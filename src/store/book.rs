@@ -51,6 +51,47 @@ pub struct CrateRecord {
     pub cksum: String,
     pub size: u64,
     pub stored_at_ms: u64,
+    /// The licence its `Cargo.toml` declares; absent when it was not read yet (records of
+    /// older versions, large files read when first needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<Licence>,
+}
+
+/// The licence a crate's `Cargo.toml` declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Licence {
+    /// `license`, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// `license-file`, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Lowercase hex SHA-256 of that file in the `.crate`, when it is there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
+    /// Why the manifest could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+/// A crate a curated mirror serves: a name, or a name pattern with `*` at its end, and
+/// optionally a version requirement its versions must match.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Curated {
+    pub registry: RegistryName,
+    pub name: crate::names::CrateGlob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req: Option<String>,
+}
+
+impl Curated {
+    /// `name` or `name@req`.
+    pub fn spec(&self) -> String {
+        match &self.req {
+            Some(r) => format!("{}@{r}", self.name),
+            None => self.name.to_string(),
+        }
+    }
 }
 
 /// Count and bytes of what the bookkeeping tracks, by kind.
@@ -177,6 +218,11 @@ pub trait CacheBook: Send + Sync + 'static {
     async fn pins(&self) -> Result<Vec<Pin>, StoreError>;
     /// Adds (`on`) or removes a pin; returns whether that changed anything.
     async fn set_pin(&self, pin: &Pin, on: bool) -> Result<bool, StoreError>;
+    /// The curated mirrors' allow-lists (all registries).
+    async fn curated(&self) -> Result<Vec<Curated>, StoreError>;
+    /// Adds (`on`; replacing the requirement of an entry of the same registry and name) or
+    /// removes an entry; returns whether that changed anything. Durable when it returns.
+    async fn set_curated(&self, entry: &Curated, on: bool) -> Result<bool, StoreError>;
     /// Makes every change durable (at shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 }
@@ -199,6 +245,7 @@ struct MemoryState {
     crates: BTreeMap<Vec<u8>, (CrateKey, CrateRecord)>,
     used: HashMap<BlobKey, u64>,
     pins: BTreeSet<Pin>,
+    curated: BTreeMap<(RegistryName, String), Curated>,
     totals: Totals,
 }
 
@@ -332,6 +379,20 @@ impl CacheBook for MemoryBook {
             s.pins.insert(pin.clone())
         } else {
             s.pins.remove(pin)
+        })
+    }
+
+    async fn curated(&self) -> Result<Vec<Curated>, StoreError> {
+        Ok(self.state().curated.values().cloned().collect())
+    }
+
+    async fn set_curated(&self, entry: &Curated, on: bool) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let key = (entry.registry.clone(), entry.name.to_string());
+        Ok(if on {
+            s.curated.insert(key, entry.clone()).as_ref() != Some(entry)
+        } else {
+            s.curated.remove(&key).is_some()
         })
     }
 

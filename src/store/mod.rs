@@ -26,7 +26,10 @@ pub use accounts::{
     TokenRecord, TokenScope, User, UserChange,
 };
 pub use blob::{Blob, BlobReader, BlobStore, BlobStream, TempBlob};
-pub use book::{CacheBook, CrateRecord, IndexRecord, MemoryBook, Pin, SCAN_PAGE, Scanned, Totals};
+pub use book::{
+    CacheBook, CrateRecord, Curated, IndexRecord, Licence, MemoryBook, Pin, SCAN_PAGE, Scanned,
+    Totals,
+};
 pub use fs::FsBlobStore;
 pub use keys::{BlobKey, CrateKey, IndexKey};
 pub use memory_accounts::MemoryAccounts;

@@ -28,6 +28,8 @@ const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
 enum Kind {
     Index,
     Crate,
+    /// An archive (the advisory database's), fetched whole like an index file.
+    Archive,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Index => "index",
             Kind::Crate => "crate",
+            Kind::Archive => "archive",
         }
     }
 }
@@ -178,7 +181,7 @@ impl HttpUpstream {
         }
         req = req.timeout(match kind {
             Kind::Index => self.request_timeout,
-            Kind::Crate => self.download_timeout,
+            Kind::Crate | Kind::Archive => self.download_timeout,
         });
         let resp = req.send().await.map_err(|e| self.classify(what, &e))?;
         let status = resp.status();
@@ -196,14 +199,15 @@ impl HttpUpstream {
         Ok((resp, slot))
     }
 
-    /// One attempt at an index file: the request and its whole body.
+    /// One attempt at an index file (or an archive): the request and its whole body.
     async fn index_attempt(
         &self,
         url: &str,
         headers: &HeaderMap,
+        kind: Kind,
         what: &str,
     ) -> Result<IndexAnswer, UpstreamError> {
-        let (resp, _slot) = self.send(url, headers, Kind::Index, what).await?;
+        let (resp, _slot) = self.send(url, headers, kind, what).await?;
         match resp.status() {
             StatusCode::OK => {
                 let now = SystemTime::now();
@@ -381,26 +385,11 @@ impl Upstream for HttpUpstream {
     ) -> Result<IndexAnswer, UpstreamError> {
         let what = format!("index file {path}");
         let url = format!("{}{path}", self.base);
-        let mut headers = HeaderMap::new();
+        let mut headers = conditional(validators);
         headers.insert(header::ACCEPT, HeaderValue::from_static("text/plain"));
-        if let Some(v) = validators {
-            if let Some(etag) = v
-                .etag
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                headers.insert(header::IF_NONE_MATCH, etag);
-            } else if let Some(lm) = v
-                .last_modified
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                headers.insert(header::IF_MODIFIED_SINCE, lm);
-            }
-        }
         self.with_retries(Kind::Index, || async {
             let started = Instant::now();
-            let result = self.index_attempt(&url, &headers, &what).await;
+            let result = self.index_attempt(&url, &headers, Kind::Index, &what).await;
             let outcome = match &result {
                 Ok(IndexAnswer::Body { .. }) => "ok",
                 Ok(IndexAnswer::NotModified { .. }) => "not_modified",
@@ -417,6 +406,55 @@ impl Upstream for HttpUpstream {
         self.with_retries(Kind::Crate, || self.crate_attempt(url, what))
             .await
     }
+}
+
+impl HttpUpstream {
+    /// Fetches the archive at `url` whole (at most 64 MiB); a conditional request when
+    /// `validators` are given. Freshness headers are read as for index files.
+    pub(crate) async fn archive(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+    ) -> Result<IndexAnswer, UpstreamError> {
+        let what = format!("archive {url}");
+        let headers = conditional(validators);
+        self.with_retries(Kind::Archive, || async {
+            let started = Instant::now();
+            let result = self
+                .index_attempt(url, &headers, Kind::Archive, &what)
+                .await;
+            let outcome = match &result {
+                Ok(IndexAnswer::Body { .. }) => "ok",
+                Ok(IndexAnswer::NotModified { .. }) => "not_modified",
+                Ok(IndexAnswer::NotFound) => "not_found",
+                Err(e) => e.outcome(),
+            };
+            self.record(Kind::Archive, outcome, started);
+            result
+        })
+        .await
+    }
+}
+
+/// `If-None-Match` (or else `If-Modified-Since`) for `validators`.
+fn conditional(validators: Option<&Validators>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = validators {
+        if let Some(etag) = v
+            .etag
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            headers.insert(header::IF_NONE_MATCH, etag);
+        } else if let Some(lm) = v
+            .last_modified
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            headers.insert(header::IF_MODIFIED_SINCE, lm);
+        }
+    }
+    headers
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -18,6 +18,7 @@ mod http2_limits;
 mod layers;
 mod mirror;
 mod operations;
+mod policy;
 mod private;
 mod private_admin;
 mod private_features;

@@ -1,6 +1,7 @@
 //! Test harness: the real `cratedock` binary on a loopback port, a fake upstream, and real
 //! `cargo` with its own `CARGO_HOME` per project.
 
+pub mod advisories;
 pub mod pki;
 pub mod publish;
 pub mod registry;

@@ -13,6 +13,14 @@ pub struct CrateSpec {
     pub deps: Vec<(String, String)>,
     /// Extra bytes of filler in the library, to make large crates.
     pub padding: usize,
+    /// `license = "..."` in `[package]` (None: no such line).
+    pub license: Option<String>,
+    /// `license-file = "PATH"` in `[package]` and the file at PATH with the given contents.
+    pub license_file: Option<(String, String)>,
+    /// More files in the tarball, as (path under the package folder, contents).
+    pub extra_files: Vec<(String, String)>,
+    /// The index line says `"yanked":true`.
+    pub yanked: bool,
 }
 
 impl CrateSpec {
@@ -22,6 +30,10 @@ impl CrateSpec {
             version: version.into(),
             deps: Vec::new(),
             padding: 0,
+            license: None,
+            license_file: None,
+            extra_files: Vec::new(),
+            yanked: false,
         }
     }
 
@@ -32,6 +44,30 @@ impl CrateSpec {
 
     pub fn padding(mut self, bytes: usize) -> Self {
         self.padding = bytes;
+        self
+    }
+
+    /// Declares the SPDX licence expression `expr` in the manifest.
+    pub fn license(mut self, expr: &str) -> Self {
+        self.license = Some(expr.into());
+        self
+    }
+
+    /// Declares `license-file = "path"` and puts the file with `contents` in the tarball.
+    pub fn license_file(mut self, path: &str, contents: &str) -> Self {
+        self.license_file = Some((path.into(), contents.into()));
+        self
+    }
+
+    /// Puts one more file in the tarball at `path` (relative to the package folder).
+    pub fn file(mut self, path: &str, contents: &str) -> Self {
+        self.extra_files.push((path.into(), contents.into()));
+        self
+    }
+
+    /// Marks the version yanked in its index line.
+    pub fn yanked(mut self) -> Self {
+        self.yanked = true;
         self
     }
 }
@@ -52,11 +88,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 fn manifest(spec: &CrateSpec) -> String {
     let mut m = format!(
-        "[package]\nname = \"{}\"\nversion = \"{}\"\nedition = \"2021\"\n\n[dependencies]\n",
+        "[package]\nname = \"{}\"\nversion = \"{}\"\nedition = \"2021\"\n",
         spec.name, spec.version
     );
+    if let Some(expr) = &spec.license {
+        m.push_str(&format!("license = {}\n", toml_string(expr)));
+    }
+    if let Some((path, _)) = &spec.license_file {
+        m.push_str(&format!("license-file = {}\n", toml_string(path)));
+    }
+    m.push_str("\n[dependencies]\n");
     for (name, req) in &spec.deps {
         m.push_str(&format!("{name} = \"{req}\"\n"));
     }
@@ -89,10 +137,17 @@ fn library(spec: &CrateSpec) -> String {
 pub fn build(spec: CrateSpec) -> Published {
     let root = format!("{}-{}", spec.name, spec.version);
     let mut tar = tar::Builder::new(Vec::new());
-    for (path, contents) in [
+    let mut files = vec![
         (format!("{root}/Cargo.toml"), manifest(&spec)),
         (format!("{root}/src/lib.rs"), library(&spec)),
-    ] {
+    ];
+    files.extend(
+        spec.license_file
+            .iter()
+            .chain(&spec.extra_files)
+            .map(|(path, contents)| (format!("{root}/{path}"), contents.clone())),
+    );
+    for (path, contents) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(contents.len() as u64);
         header.set_mode(0o644);
@@ -118,7 +173,7 @@ pub fn build(spec: CrateSpec) -> Published {
         .collect();
     let line = serde_json::json!({
         "name": spec.name, "vers": spec.version, "deps": deps, "cksum": cksum,
-        "features": {}, "yanked": false
+        "features": {}, "yanked": spec.yanked
     })
     .to_string();
     Published {

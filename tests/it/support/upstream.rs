@@ -1,14 +1,16 @@
 //! A fake upstream sparse registry on loopback: serves generated crates, counts requests, and
 //! misbehaves on demand (status codes, delays, wrong bytes, cut-off bodies, HTML pages, down).
+//! It also serves any other file registered with [`FakeUpstream::serve_file`] (e.g. an archive
+//! of an advisory database), with validators for conditional requests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -77,6 +79,17 @@ struct State_ {
     /// The next requests for paths starting with this prefix fail: how many are left, with
     /// which status and `Retry-After` (seconds).
     fail_next: Option<FailNext>,
+    /// Other files served at their paths (see [`FakeUpstream::serve_file`]).
+    files: HashMap<String, ServedFile>,
+    /// The `Last-Modified` of the latest registration, in seconds since the epoch.
+    last_modified: u64,
+}
+
+/// A file registered with [`FakeUpstream::serve_file`].
+struct ServedFile {
+    bytes: Vec<u8>,
+    /// Its `Last-Modified`.
+    modified: SystemTime,
 }
 
 struct FailNext {
@@ -126,6 +139,7 @@ impl FakeUpstream {
             .route("/index/config.json", get(config_json))
             .route("/index/{*path}", get(index_file))
             .route("/dl/{name}/{file}", get(download))
+            .fallback(served_file)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 record_auth,
@@ -189,6 +203,25 @@ impl FakeUpstream {
             .entry(p.spec.name.to_ascii_lowercase())
             .or_default()
             .push(p);
+    }
+
+    /// Serves `bytes` at `path` (e.g. `/advisory-db.tar.gz`) from now on, replacing what was
+    /// served there: with an `ETag` (the quoted SHA-256 of the bytes) and a `Last-Modified`
+    /// of now, and always later than that of every earlier registration; `If-None-Match` (or,
+    /// without it, `If-Modified-Since`) that still matches gets a 304. Requests count in
+    /// [`Self::hits`].
+    pub fn serve_file(&self, path: &str, bytes: Vec<u8>) {
+        assert!(path.starts_with('/'), "a path from the root: {path}");
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut s = self.state.lock().unwrap();
+        // HTTP dates have whole seconds: a replacement within the same second is a second on.
+        s.last_modified = now.max(s.last_modified + 1);
+        let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(s.last_modified);
+        s.files
+            .insert(path.to_owned(), ServedFile { bytes, modified });
     }
 
     pub fn set_fault(&self, fault: Fault, target: Target) {
@@ -463,4 +496,52 @@ async fn download(
         }
         _ => ([(header::CONTENT_TYPE, "application/gzip")], tarball).into_response(),
     }
+}
+
+/// A file registered with [`FakeUpstream::serve_file`]; 404 for any other unrouted path (not
+/// counted, as before files could be registered).
+async fn served_file(State((state, _)): State<Ctx>, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().to_owned();
+    if !state.lock().unwrap().files.contains_key(&path) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Some(r) = count(&state, &path) {
+        return r;
+    }
+    let found = state
+        .lock()
+        .unwrap()
+        .files
+        .get(&path)
+        .map(|f| (f.bytes.clone(), f.modified));
+    let Some((bytes, modified)) = found else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = format!("\"{}\"", sha256_hex(&bytes));
+    let unchanged = match header_text(&headers, header::IF_NONE_MATCH) {
+        Some(tags) => tags
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag),
+        None => header_text(&headers, header::IF_MODIFIED_SINCE)
+            .and_then(|since| httpdate::parse_http_date(since).ok())
+            .is_some_and(|since| modified <= since),
+    };
+    let mut resp = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+    };
+    resp.headers_mut()
+        .insert(header::ETAG, etag.parse().unwrap());
+    resp.headers_mut().insert(
+        header::LAST_MODIFIED,
+        httpdate::fmt_http_date(modified).parse().unwrap(),
+    );
+    resp
+}
+
+/// A request header's value as text, when it is there and is text.
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name)?.to_str().ok()
 }
