@@ -88,7 +88,7 @@ else
       0) advisory "$id" "$name" 'patched = []' unmaintained ;;
       5) advisory "$id" "$name" "patched = [\">= 0.$((n % 7 + 1)).0\"]" unsound ;;
       *) advisory "$id" "$name" "patched = [\">= 1.$((n % 9)).$((n % 5))\", \"^0.$((n % 7)).$((n % 11 + 1))\"]
-unaffected = [\"< 0.0.$((n % 3 + 1))\"]" "" ;;
+unaffected = [\"< 0.0.1\"]" "" ;;
     esac
   done
   advisory RUSTSEC-2099-0201 hot-small 'patched = [">= 0.0.1"]' ""   # 1.0.0 is not affected

@@ -236,6 +236,7 @@ impl App {
                 pass_through: pass_through.clone(),
                 policy,
             });
+            mirror.set_offline(cfg.offline);
             mirrors.insert(name.to_string(), Arc::new(mirror));
         }
         let mut privates = BTreeMap::new();

@@ -94,6 +94,16 @@ pub struct Metrics {
     /// Policy decisions, by registry, policy (advisory, license, curated) and action (deny,
     /// warn).
     pub policy_decisions: IntCounterVec,
+    /// 1 while a mirror is offline, by registry.
+    pub mirror_offline: IntGaugeVec,
+    /// Prefetch jobs, by registry and outcome (ok, failed: some file failed).
+    pub prefetch_jobs: IntCounterVec,
+    /// Files a prefetch went through, by registry and outcome (fetched, cached, failed).
+    pub prefetch_files: IntCounterVec,
+    /// Bytes a prefetch fetched, by registry.
+    pub prefetch_bytes: IntCounterVec,
+    /// Files an import sent, by registry, kind (crate, index) and outcome (added, unchanged).
+    pub imported_files: IntCounterVec,
     /// Every series name this registry can export (with the `cratedock_` prefix).
     names: Vec<String>,
 }
@@ -327,6 +337,31 @@ impl Metrics {
                 "policy_decisions_total",
                 "Supply-chain policy decisions, by registry, policy (advisory, license, curated) and action (deny, warn).",
                 &["registry", "policy", "action"],
+            ),
+            mirror_offline: gauge(
+                "mirror_offline",
+                "1 while a mirror is offline (it never contacts its upstream), by registry.",
+                &["registry"],
+            ),
+            prefetch_jobs: counter(
+                "prefetch_jobs_total",
+                "Prefetch jobs, by registry and outcome (ok, failed: some file failed).",
+                &["registry", "outcome"],
+            ),
+            prefetch_files: counter(
+                "prefetch_files_total",
+                "Crate files a prefetch went through, by registry and outcome (fetched, cached, failed).",
+                &["registry", "outcome"],
+            ),
+            prefetch_bytes: counter(
+                "prefetch_bytes_total",
+                "Bytes of crate files a prefetch fetched, by registry.",
+                &["registry"],
+            ),
+            imported_files: counter(
+                "imported_files_total",
+                "Files an import sent, by registry, kind (crate, index) and outcome (added, unchanged).",
+                &["registry", "kind", "outcome"],
             ),
             // Exported once TLS is on (see `tls_in_use`): without TLS there is no certificate.
             tls_cert_not_after: {

@@ -83,6 +83,13 @@ pub struct MirrorConfig {
     /// Only crates on the allow-list (`cratedock admin curate`) are served.
     #[serde(default)]
     pub curated: bool,
+    /// Never contact the upstream; serve index files pruned to the cached versions.
+    #[serde(default)]
+    pub offline: bool,
+    /// Serve index files pruned to the versions whose crate file is cached, the upstream
+    /// still used to refresh them.
+    #[serde(default)]
+    pub serve_only_cached: bool,
 }
 
 /// Defaults of the keys (serde needs functions).
@@ -177,6 +184,8 @@ impl MirrorConfig {
             licenses: LicensesConfig::default(),
             deny_hides_versions: false,
             curated: false,
+            offline: false,
+            serve_only_cached: false,
         }
     }
 

@@ -159,6 +159,7 @@ impl From<MirrorError> for ApiError {
         match e {
             MirrorError::NotFound(d) => Self::not_found(d),
             MirrorError::Refused(d) => Self::Forbidden(d),
+            MirrorError::Offline(d) => Self::not_found(d),
             MirrorError::Upstream(u) if u.is_timeout() => {
                 Self::gateway_timeout(u.message(), u.to_string())
             }

@@ -29,7 +29,11 @@ pub(super) async fn status(_: Admin, State(app): State<Arc<App>>) -> Response {
 /// `POST /-/admin/advisories/sync`: refreshes the database now (from `url`, or `path` again);
 /// audited. The database in use stays on failure (502).
 pub(super) async fn sync(admin: Admin, State(app): State<Arc<App>>) -> Result<Response, ApiError> {
-    let result = app.advisories().sync().await;
+    // In its own task: a client that leaves does not cut a refresh off half-way.
+    let source = app.advisories().clone();
+    let result = tokio::spawn(async move { source.sync().await })
+        .await
+        .unwrap_or_else(|e| Err(format!("the refresh task failed: {e}")));
     let mut e = entry(&admin.ctx, "advisories.sync", None, "advisory database");
     e.outcome = match &result {
         Ok((o, n)) => format!("ok: {o:?}, {n} advisories"),
@@ -153,8 +157,10 @@ pub(super) async fn uncurate(
 }
 
 async fn change(app: &App, admin: &Admin, c: Curated, on: bool) -> Result<Response, ApiError> {
+    let held = app.curation().changes.lock().await;
     let changed = app.book().set_curated(&c, on).await?;
     app.curation().set(app.book().curated().await?);
+    drop(held);
     let action = if on { "curate.add" } else { "curate.remove" };
     let mut e = entry(&admin.ctx, action, Some(c.registry.as_str()), &c.spec());
     e.krate = Some(c.name.to_string());

@@ -132,9 +132,18 @@ impl Mirror {
         // must be judged first: then the whole file is awaited.
         let what = || format!("crate {name} {version}");
         let follow = !self.policy.licenses_active();
+        // Not following, a request waits for the whole download, which may take as long as
+        // the download's own deadline.
+        let wait = if follow {
+            self.coalesce_wait
+        } else {
+            self.coalesce_wait.max(std::time::Duration::from_millis(
+                self.cfg.download_timeout_ms,
+            ))
+        };
         let fetched = tokio::select! {
             biased;
-            result = self.wait(flight, self.coalesce_wait, what) => result?,
+            result = self.wait(flight, wait, what) => result?,
             Some(streamed) = download.reader(), if follow => return Ok(CrateBody::Streaming(streamed)),
         };
         if let Some(bytes) = fetched {
@@ -192,7 +201,7 @@ impl Mirror {
                 return Ok(line);
             }
             let just_checked = now_ms().saturating_sub(entry.meta.record.checked_at_ms) < 1_000;
-            if refreshed || just_checked {
+            if refreshed || just_checked || self.is_offline() {
                 return Err(not_found());
             }
             refreshed = true;
@@ -239,6 +248,9 @@ impl Mirror {
                 return Ok(Fetched::Stored(None));
             }
             self.forget_lost_file(key).await?;
+        }
+        if self.is_offline() {
+            return Err(self.offline_miss(&format!("crate {} {}", key.name, key.version)));
         }
         let line = self.checksum_of(key).await?;
         let dl = self.upstream_dl().await?;
@@ -379,9 +391,11 @@ impl Mirror {
             cksum: actual,
             size,
             stored_at_ms: now_ms(),
-            // Read now from bytes in memory; a larger file's is read when first needed.
+            // Read now from bytes in memory when a licence policy needs it; otherwise (and for
+            // a larger file) when first needed.
             license: bytes
                 .as_ref()
+                .filter(|_| self.policy.licenses_active())
                 .map(|b| crate::policy::licenses::read(&b[..])),
         };
         let blob = BlobKey::Crate(key.clone());

@@ -91,6 +91,15 @@ impl Mirror {
         if entry.is_some() {
             self.keeper.used(&blob);
         }
+        if self.is_offline() {
+            return match entry {
+                Some(e) => {
+                    self.cached("index", tier, "hit");
+                    Ok(Lookup::Found(e))
+                }
+                None => Err(self.offline_miss(&format!("index file {}", key.index_path()))),
+            };
+        }
         let Some(entry) = entry else {
             if self.negative.contains_key(key) {
                 self.metrics

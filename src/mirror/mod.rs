@@ -52,6 +52,10 @@ pub enum MirrorError {
     /// A policy refuses it (403).
     #[error("{0}")]
     Refused(String),
+    /// The mirror is offline and does not hold it (404 to clients; "cannot tell" to checks
+    /// that must know whether the upstream has it).
+    #[error("{0}")]
+    Offline(String),
     /// A failure of cratedock's own storage; the text is for the log, not for clients.
     #[error("storage error: {0}")]
     Store(String),
@@ -116,6 +120,8 @@ pub(crate) struct Mirror {
     edited: moka::sync::Cache<IndexKey, Arc<policy::Edited>>,
     /// Why a version's licence is against the policy (`None`: it is not).
     licence_verdicts: moka::sync::Cache<CrateKey, Option<Arc<str>>>,
+    /// Never contact the upstream; serve what is cached (switchable at run time).
+    offline: std::sync::atomic::AtomicBool,
 }
 
 /// What a mirror is built from.
@@ -142,6 +148,7 @@ enum Record {
 impl Mirror {
     pub(crate) fn new(p: MirrorParts) -> Self {
         let ttl = Duration::from_millis(p.cfg.negative_ttl_ms.max(1));
+        let offline = p.cfg.offline;
         Self {
             negative: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -164,8 +171,13 @@ impl Mirror {
             keeper: p.keeper,
             pass_through: p.pass_through,
             policy: p.policy,
-            edited: moka::sync::Cache::new(10_000),
+            // Whole bodies: bounded by their bytes.
+            edited: moka::sync::Cache::builder()
+                .max_capacity(64 * 1024 * 1024)
+                .weigher(|_: &IndexKey, e: &Arc<policy::Edited>| e.weight())
+                .build(),
             licence_verdicts: moka::sync::Cache::new(100_000),
+            offline: std::sync::atomic::AtomicBool::new(offline),
         }
     }
 
@@ -175,6 +187,34 @@ impl Mirror {
 
     pub(crate) fn policy(&self) -> &Arc<crate::policy::Policy> {
         &self.policy
+    }
+
+    /// Whether the mirror is offline: the upstream is never contacted.
+    pub(crate) fn is_offline(&self) -> bool {
+        self.offline.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Switches offline mode; returns the previous state.
+    pub(crate) fn set_offline(&self, on: bool) -> bool {
+        let was = self.offline.swap(on, std::sync::atomic::Ordering::AcqRel);
+        self.metrics
+            .mirror_offline
+            .with_label_values(&[self.name.as_str()])
+            .set(i64::from(on));
+        was
+    }
+
+    /// Whether index files are served with only the versions whose crate file is cached.
+    pub(crate) fn serves_only_cached(&self) -> bool {
+        self.cfg.serve_only_cached || self.is_offline()
+    }
+
+    /// The error for a file that an offline mirror does not hold.
+    fn offline_miss(&self, what: &str) -> MirrorError {
+        MirrorError::Offline(format!(
+            "{what} is not cached, and mirror `{}` is offline (it does not contact its upstream; prefetch what builds need, or switch it online with `cratedock admin offline off --registry {}`)",
+            self.name, self.name
+        ))
     }
 
     /// Fetches of index files and of crate files under way (with the disk writes after them).

@@ -2,13 +2,14 @@
 //! policy edits them (curated requirements, hidden versions), and the licence of each crate
 //! file read once and judged before it is served.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::index::{IndexBody, IndexEntry, IndexMeta, Lookup};
 use super::{Mirror, MirrorError};
-use crate::index::{edit_lines, etag_of};
+use crate::index::{LineEdit, edit_lines, etag_of};
 use crate::names::{CrateName, Version};
 use crate::policy::{Refusal, licenses};
 use crate::store::{Blob, BlobKey, BlobStore, CrateKey, IndexKey, Licence, StoreError};
@@ -19,7 +20,37 @@ pub(super) struct Edited {
     /// The copy's freshness, which the edit's record carries.
     fresh_until_ms: u64,
     generation: u64,
+    /// Which versions were cached, when the edit pruned to them.
+    cached_sig: Option<u64>,
     entry: Option<IndexEntry>,
+}
+
+impl Edited {
+    /// What it holds in memory, roughly.
+    pub(super) fn weight(&self) -> u32 {
+        let body = match &self.entry {
+            Some(IndexEntry {
+                body: IndexBody::Memory(b),
+                ..
+            }) => b.len(),
+            _ => 0,
+        };
+        u32::try_from(body + 256).unwrap_or(u32::MAX)
+    }
+}
+
+/// An order-independent digest of a set of versions.
+fn signature(set: &HashSet<String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    set.iter()
+        .map(|v| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            v.hash(&mut h);
+            h.finish()
+        })
+        .fold(set.len() as u64, |acc, h| {
+            acc ^ h.rotate_left(7).wrapping_mul(31)
+        })
 }
 
 impl From<Refusal> for MirrorError {
@@ -33,7 +64,9 @@ impl From<Refusal> for MirrorError {
 
 impl Mirror {
     /// The index file of crate `name` as clients get it: the cached copy, edited when a policy
-    /// says so (the edit is kept for as long as the copy and the policy's inputs stay).
+    /// says so, and pruned to the versions whose crate file is cached when the mirror serves
+    /// only those (offline, `serve_only_cached`). An edit is kept for as long as the copy, the
+    /// policy's inputs and the set of cached versions stay.
     pub(crate) async fn served_index(
         self: &Arc<Self>,
         name: &CrateName,
@@ -43,22 +76,44 @@ impl Mirror {
             Lookup::Found(e) => e,
             Lookup::NotFound => return Ok(Lookup::NotFound),
         };
-        let Some(edit) = self.policy.index_edit(name) else {
-            return Ok(Lookup::Found(entry));
-        };
-        let key = IndexKey::krate(&self.name, name);
+        // Read before the policy's inputs: an edit made from older inputs is never kept under
+        // a newer generation.
         let generation = self.policy.generation();
+        let edit = self.policy.index_edit(name);
+        let cached: Option<HashSet<String>> = if self.serves_only_cached() {
+            let versions = self.book.cached_versions(&self.name, &name.lower()).await?;
+            Some(
+                versions
+                    .into_iter()
+                    .map(|v| v.as_str().to_owned())
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        if edit.is_none() && cached.is_none() {
+            return Ok(Lookup::Found(entry));
+        }
+        let key = IndexKey::krate(&self.name, name);
+        let cached_sig = cached.as_ref().map(signature);
         if let Some(e) = self.edited.get(&key)
             && e.source_etag == entry.meta.etag
             && e.fresh_until_ms == entry.meta.record.fresh_until_ms
             && e.generation == generation
+            && e.cached_sig == cached_sig
         {
             return Ok(e.entry.clone().map_or(Lookup::NotFound, Lookup::Found));
         }
         let body = self.body_bytes(&key, &entry).await?;
-        let edited = match edit_lines(&body, edit) {
+        let edited = edit_lines(&body, |vers, yanked| {
+            if cached.as_ref().is_some_and(|c| !c.contains(vers)) {
+                return LineEdit::Drop;
+            }
+            edit.as_ref().map_or(LineEdit::Keep, |e| e(vers, yanked))
+        });
+        let edited = match edited {
             None => Some(entry.clone()),
-            // Every version was dropped: the curated list offers none of them.
+            // Every version was dropped: none is offered (curated) or cached.
             Some(lines) if lines.iter().all(u8::is_ascii_whitespace) => None,
             Some(lines) => {
                 let mut record = entry.meta.record.clone();
@@ -76,6 +131,7 @@ impl Mirror {
                 source_etag: entry.meta.etag.clone(),
                 fresh_until_ms: entry.meta.record.fresh_until_ms,
                 generation,
+                cached_sig,
                 entry: edited.clone(),
             }),
         );
@@ -121,15 +177,20 @@ impl Mirror {
                 let why = self
                     .policy
                     .judge_licence(name.as_str(), version.as_str(), &licence);
-                self.licence_verdicts.insert(key.clone(), why.clone());
+                // A licence that could not be read may be a passing read error: judged again
+                // next time.
+                if licence.unreadable.is_none() {
+                    self.licence_verdicts.insert(key.clone(), why.clone());
+                }
                 why
             }
         };
         Ok(self.policy.apply_licence(name, version, why.as_deref())?)
     }
 
-    /// The licence of a cached crate file: from its record, else read from the file (and then
-    /// kept in the record).
+    /// The licence of a cached crate file: from its record, else read from the file. (Not
+    /// written back into the record: eviction may remove the record meanwhile; the judgement
+    /// is kept in memory instead.)
     async fn licence_of(
         &self,
         key: &CrateKey,
@@ -162,12 +223,6 @@ impl Mirror {
         })
         .await
         .map_err(|e| MirrorError::Store(format!("the licence reading task failed: {e}")))?;
-        if let Some(mut r) = record {
-            r.license = Some(licence.clone());
-            if let Err(e) = self.book.put_crate(key, &r).await {
-                tracing::warn!(registry = %self.name, error = %e, "cannot keep a crate's licence in its record");
-            }
-        }
         Ok(licence)
     }
 }

@@ -20,6 +20,8 @@ struct Entry {
 pub(crate) struct Curation {
     entries: RwLock<Arc<Vec<Entry>>>,
     generation: AtomicU64,
+    /// Held by a change from its write to its reload, so that changes land in order.
+    pub(crate) changes: tokio::sync::Mutex<()>,
 }
 
 /// What a list allows of one crate.
@@ -48,10 +50,21 @@ impl Curation {
     pub(crate) fn set(&self, all: Vec<Curated>) {
         let entries = all
             .into_iter()
-            .map(|spec| Entry {
-                registry: spec.registry.clone(),
-                req: spec.req.as_deref().and_then(|r| r.parse().ok()),
-                spec,
+            .filter_map(|spec| {
+                let req = match spec.req.as_deref().map(str::parse) {
+                    None => None,
+                    Some(Ok(r)) => Some(r),
+                    // Fails closed: an entry whose requirement no longer parses allows nothing.
+                    Some(Err(e)) => {
+                        tracing::warn!(entry = %spec.spec(), error = %e, "curated entry ignored: its requirement does not parse");
+                        return None;
+                    }
+                };
+                Some(Entry {
+                    registry: spec.registry.clone(),
+                    req,
+                    spec,
+                })
             })
             .collect();
         *self.entries.write().expect("curation lock") = Arc::new(entries);

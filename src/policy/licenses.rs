@@ -37,8 +37,9 @@ pub(crate) fn read(crate_file: impl Read) -> Licence {
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut file_sha256 = None;
     let limits = Limits {
-        max_unpacked: 1 << 32,
+        max_unpacked: 1 << 30,
         max_entries: 1 << 20,
+        dot_prefix: false,
     };
     let walked = scan(crate_file, limits, &mut |v, entry| {
         if v.is_dir || v.parts.len() < 2 || v.size > MAX_READ {
@@ -65,9 +66,12 @@ pub(crate) fn read(crate_file: impl Read) -> Licence {
                     }
                 }
             }
-            None => {
+            // Files at the package's root, where licence files lie, are hashed in case the
+            // manifest names one of them.
+            None if v.parts.len() == 2 => {
                 seen.insert(rel, hex(&Sha256::digest(read_all(entry)?)));
             }
+            None => {}
             Some(m) => {
                 if m.license_file.as_deref().map(normal).as_deref() == Some(rel.as_str()) {
                     file_sha256 = Some(hex(&Sha256::digest(read_all(entry)?)));
@@ -151,20 +155,24 @@ impl Rules {
         }
         let canonical = super::advisories::canonical(name);
         let semver = semver::Version::parse(version).ok();
-        let exception = self.exceptions.iter().find(|e| {
-            e.name == canonical
-                && e.version
-                    .as_ref()
-                    .is_none_or(|r| semver.as_ref().is_some_and(|v| r.matches(v)))
-        });
+        let exceptions: Vec<&Exception> = self
+            .exceptions
+            .iter()
+            .filter(|e| {
+                e.name == canonical
+                    && e.version
+                        .as_ref()
+                        .is_none_or(|r| semver.as_ref().is_some_and(|v| r.matches(v)))
+            })
+            .collect();
         let who = format!("crate `{name}@{version}`");
         let ask = format!(
             "ask an admin to allow it in {} (or add an exception for the crate to {}.exceptions)",
             self.key, self.key
         );
-        if let Some(e) = exception
-            && e.allow.is_empty()
-            && e.license_file_sha256.is_none()
+        if exceptions
+            .iter()
+            .any(|e| e.allow.is_empty() && e.license_file_sha256.is_none())
         {
             return None;
         }
@@ -183,8 +191,11 @@ impl Rules {
                 .file_sha256
                 .as_deref()
                 .unwrap_or("not found in the .crate");
-            let pinned = exception.and_then(|e| e.license_file_sha256.as_deref());
-            if pinned.is_some() && pinned == licence.file_sha256.as_deref() {
+            if licence.file_sha256.as_deref().is_some_and(|sha| {
+                exceptions
+                    .iter()
+                    .any(|e| e.license_file_sha256.as_deref() == Some(sha))
+            }) {
                 return None;
             }
             return Some(format!(
@@ -202,13 +213,16 @@ impl Rules {
                 ));
             }
         };
-        let more = exception.map_or(&[][..], |e| e.allow.as_slice());
+        let more: Vec<&String> = exceptions.iter().flat_map(|e| &e.allow).collect();
         let allowed = |req: &spdx::LicenseReq| {
             let id = match &req.license {
                 spdx::LicenseItem::Spdx { id, .. } => id.name.to_owned(),
                 spdx::LicenseItem::Other(r) => format!("LicenseRef-{}", r.lic_ref),
             };
-            self.allow.iter().chain(more).any(|a| *a == id)
+            self.allow
+                .iter()
+                .chain(more.iter().copied())
+                .any(|a| *a == id)
         };
         match parsed.evaluate_with_failures(allowed) {
             Ok(()) => None,

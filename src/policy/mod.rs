@@ -179,8 +179,8 @@ impl Policy {
                 self.registry, self.registry
             )));
         }
+        self.decided("advisory", "warn");
         for a in &found {
-            self.decided("advisory", "warn");
             self.warn_once(
                 format!("{name}@{version}/{}", a.id),
                 &format!("served {name}@{version}, affected by {}", a.described()),

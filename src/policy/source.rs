@@ -17,10 +17,11 @@ use crate::store::now_ms;
 use crate::tarball::{Limits, unpack};
 use crate::upstream::{HttpUpstream, IndexAnswer, Validators};
 
-/// Bounds of an unpacked database archive (advisory-db is about 10 MB in 1,300 files).
+/// Bounds of an unpacked database archive (advisory-db is about 9 MB in 1,250 files).
 const UNPACK_LIMITS: Limits = Limits {
-    max_unpacked: 512 * 1024 * 1024,
-    max_entries: 200_000,
+    max_unpacked: 64 * 1024 * 1024,
+    max_entries: 100_000,
+    dot_prefix: true,
 };
 
 /// The database in use.
@@ -30,6 +31,8 @@ pub(crate) struct Loaded {
     pub(crate) source: String,
     /// When it was last known current (fetched, confirmed unchanged, or its files changed).
     pub(crate) current_ms: u64,
+    /// The copy fetched from `url` (the folder under `DATA_DIR/advisories/`), when it is one.
+    fetched: Option<String>,
 }
 
 /// What `DATA_DIR/advisories/state.json` records of the copy fetched from `url`.
@@ -150,8 +153,9 @@ impl AdvisorySource {
                 Ok(db) => {
                     self.swap(Loaded {
                         db: Arc::new(db),
-                        source: format!("{url} (fetched copy in {})", folder.display()),
+                        source: format!("{} (fetched copy in {})", redact(url), folder.display()),
                         current_ms: state.current_ms,
+                        fetched: Some(state.folder.clone()),
                     });
                     self.loaded_log(started);
                     return;
@@ -194,6 +198,7 @@ impl AdvisorySource {
             db: Arc::new(db),
             source: path.display().to_string(),
             current_ms: signature.unwrap_or_else(now_ms),
+            fetched: None,
         });
         Ok(Outcome::Reloaded)
     }
@@ -233,9 +238,10 @@ impl AdvisorySource {
     async fn fetch(&self, url: &str, client: &HttpUpstream) -> Result<Outcome, String> {
         let state = self.read_state().filter(|s| s.url == url);
         // Conditional only when the copy it names is the one in use.
+        let in_use = self.loaded().and_then(|l| l.fetched.clone());
         let validators = state
             .as_ref()
-            .filter(|_| self.loaded().is_some())
+            .filter(|s| in_use.as_deref() == Some(s.folder.as_str()))
             .map(|s| Validators {
                 etag: s.etag.clone(),
                 last_modified: s.last_modified.clone(),
@@ -254,12 +260,13 @@ impl AdvisorySource {
                     db: l.db.clone(),
                     source: l.source.clone(),
                     current_ms: s.current_ms,
+                    fetched: l.fetched.clone(),
                 }));
                 self.stale_logged.store(false, Ordering::Relaxed);
                 self.update_gauges();
                 return Ok(Outcome::NotModified);
             }
-            IndexAnswer::NotFound => return Err(format!("{url} answered: not found")),
+            IndexAnswer::NotFound => return Err(format!("{} answered: not found", redact(url))),
             IndexAnswer::Body {
                 body, validators, ..
             } => (body, validators),
@@ -298,8 +305,9 @@ impl AdvisorySource {
         self.write_state(&state)?;
         self.swap(Loaded {
             db: Arc::new(db),
-            source: format!("{url} (fetched copy in {})", dest.display()),
+            source: format!("{} (fetched copy in {})", redact(url), dest.display()),
             current_ms: state.current_ms,
+            fetched: Some(folder.clone()),
         });
         self.remove_old_copies(&folder);
         Ok(Outcome::Updated)
@@ -392,12 +400,22 @@ impl AdvisorySource {
             "age_seconds": loaded.as_ref().map(|l| now_ms().saturating_sub(l.current_ms) / 1000),
             "stale": loaded.as_ref().is_some_and(|l| now_ms().saturating_sub(l.current_ms) > self.cfg.max_age_ms),
             "path": self.cfg.path,
-            "url": self.cfg.url,
+            "url": self.cfg.url.as_deref().map(redact),
             "last_refresh": last.map(|(at, r)| match r {
                 Ok(o) => serde_json::json!({ "at_ms": at, "outcome": o }),
                 Err(e) => serde_json::json!({ "at_ms": at, "outcome": "failed", "error": e }),
             }),
         })
+    }
+}
+
+/// A URL without the user and password it may carry.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme && !url[scheme + 3..at].contains('/') => {
+            format!("{}***@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

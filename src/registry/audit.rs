@@ -27,15 +27,21 @@ fn described(found: &[Arc<Advisory>]) -> String {
 
 impl Private {
     /// The licence check of a publish: the refusal, or a warning for cargo to print.
-    pub(super) fn licence_policy(
+    pub(super) async fn licence_policy(
         &self,
         m: &Manifest,
-        tarball: &[u8],
+        tarball: &bytes::Bytes,
     ) -> Result<Vec<String>, RegistryError> {
         if !self.policy.licenses_active() {
             return Ok(Vec::new());
         }
-        let licence = crate::policy::licenses::read(tarball);
+        let tarball = tarball.clone();
+        let licence =
+            tokio::task::spawn_blocking(move || crate::policy::licenses::read(&tarball[..]))
+                .await
+                .map_err(|e| {
+                    RegistryError::invalid("tarball", format!("the tarball could not be read: {e}"))
+                })?;
         match self.policy.publish_licence(&m.name, &m.version, &licence) {
             Ok(warning) => Ok(warning.into_iter().collect()),
             Err(why) => Err(RegistryError::forbidden("license", why)),
@@ -111,11 +117,13 @@ impl Private {
             }
         }
         if let Some(lock) = lockfile {
-            for text in self.locked(lock) {
-                match action {
-                    Action::Deny => refusals.push(text),
-                    _ => warnings.push(text),
-                }
+            match self.locked(lock) {
+                Ok(found) => match action {
+                    Action::Deny => refusals.extend(found),
+                    _ => warnings.extend(found),
+                },
+                // A lock file newer than cratedock reads is no reason to refuse the crate.
+                Err(why) => warnings.push(why),
             }
         }
         if !refusals.is_empty() {
@@ -136,17 +144,17 @@ impl Private {
     }
 
     /// What a `Cargo.lock` locks from crates.io that counted advisories affect.
-    fn locked(&self, lock: &[u8]) -> Vec<String> {
+    fn locked(&self, lock: &[u8]) -> Result<Vec<String>, String> {
         let parsed = std::str::from_utf8(lock)
             .map_err(|e| e.to_string())
             .and_then(|t| rustsec::Lockfile::from_str(t).map_err(|e| e.to_string()));
         let lockfile = match parsed {
             Ok(l) => l,
             Err(e) => {
-                return vec![format!(
-                    "the packaged Cargo.lock cannot be read ({}), so its locked versions were not checked",
+                return Err(format!(
+                    "the packaged Cargo.lock cannot be read ({}), so its locked versions were not checked against advisories",
                     shown(&e)
-                )];
+                ));
             }
         };
         let mut out = Vec::new();
@@ -165,7 +173,7 @@ impl Private {
                 ));
             }
         }
-        out
+        Ok(out)
     }
 
     /// The versions (with whether each is yanked) of a dependency, from where it comes;

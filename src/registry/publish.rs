@@ -98,7 +98,7 @@ impl Private {
         checks::licence(&manifest)?;
         checks::index_fields(&manifest)?;
         let (deps, sources) = self.dependencies(&manifest, base)?;
-        let mut warnings = self.licence_policy(&manifest, &upload.tarball)?;
+        let mut warnings = self.licence_policy(&manifest, &upload.tarball).await?;
         warnings.extend(self.audit(&manifest, &sources, lockfile.as_deref()).await?);
         let cksum = hex(&Sha256::digest(&upload.tarball));
         let size = upload.tarball.len() as u64;

@@ -85,6 +85,19 @@ pub struct Curated {
 }
 
 impl Curated {
+    /// What identifies the entry in its registry: the pattern as cargo compares names
+    /// (`Serde` and `serde` are one entry).
+    pub fn key(&self) -> String {
+        self.name
+            .as_str()
+            .bytes()
+            .map(|b| match b {
+                b'_' => '-',
+                b => b.to_ascii_lowercase() as char,
+            })
+            .collect()
+    }
+
     /// `name` or `name@req`.
     pub fn spec(&self) -> String {
         match &self.req {
@@ -195,6 +208,12 @@ pub trait CacheBook: Send + Sync + 'static {
     /// Removes the record and updates the totals, atomically.
     async fn remove_index(&self, key: &IndexKey) -> Result<(), StoreError>;
     async fn krate(&self, key: &CrateKey) -> Result<Option<CrateRecord>, StoreError>;
+    /// The versions of crate `name` (lower case) whose crate file `registry` holds.
+    async fn cached_versions(
+        &self,
+        registry: &RegistryName,
+        name: &CrateName,
+    ) -> Result<Vec<Version>, StoreError>;
     async fn put_crate(&self, key: &CrateKey, record: &CrateRecord) -> Result<(), StoreError>;
     async fn remove_crate(&self, key: &CrateKey) -> Result<(), StoreError>;
     /// The running totals (kept in memory; no I/O).
@@ -386,9 +405,24 @@ impl CacheBook for MemoryBook {
         Ok(self.state().curated.values().cloned().collect())
     }
 
+    async fn cached_versions(
+        &self,
+        registry: &RegistryName,
+        name: &CrateName,
+    ) -> Result<Vec<Version>, StoreError> {
+        let prefix = format!("{registry}/{name}/").into_bytes();
+        Ok(self
+            .state()
+            .crates
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, (k, _))| k.version.clone())
+            .collect())
+    }
+
     async fn set_curated(&self, entry: &Curated, on: bool) -> Result<bool, StoreError> {
         let mut s = self.state();
-        let key = (entry.registry.clone(), entry.name.to_string());
+        let key = (entry.registry.clone(), entry.key());
         Ok(if on {
             s.curated.insert(key, entry.clone()).as_ref() != Some(entry)
         } else {

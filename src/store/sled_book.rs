@@ -332,6 +332,20 @@ impl CacheBook for SledBook {
         Ok(changed)
     }
 
+    async fn cached_versions(
+        &self,
+        registry: &RegistryName,
+        name: &CrateName,
+    ) -> Result<Vec<Version>, StoreError> {
+        let prefix = format!("{registry}/{name}/");
+        let mut out = Vec::new();
+        for item in self.tree("crates")?.scan_prefix(prefix.as_bytes()) {
+            let (k, _) = item.map_err(meta_err)?;
+            out.extend(CrateKey::from_record_key(&k).map(|k| k.version));
+        }
+        Ok(out)
+    }
+
     async fn curated(&self) -> Result<Vec<Curated>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree("curated")?.iter() {
@@ -342,7 +356,7 @@ impl CacheBook for SledBook {
     }
 
     async fn set_curated(&self, entry: &Curated, on: bool) -> Result<bool, StoreError> {
-        let k = format!("{}/{}", entry.registry, entry.name).into_bytes();
+        let k = format!("{}/{}", entry.registry, entry.key()).into_bytes();
         let tree = self.tree("curated")?;
         let changed = if on {
             let v = serde_json::to_vec(entry).map_err(meta_err)?;

@@ -88,6 +88,8 @@ pub(crate) struct Limits {
     /// The sum of the entries' sizes; the decompressed stream may exceed it by tar's framing.
     pub(crate) max_unpacked: u64,
     pub(crate) max_entries: u64,
+    /// Paths may start with `./` (as `tar -C dir .` writes them); the prefix is dropped.
+    pub(crate) dot_prefix: bool,
 }
 
 /// One entry as a walk hands it to its visitor.
@@ -157,6 +159,7 @@ pub(crate) fn inspect(tarball: &[u8], max_unpacked_bytes: u64) -> Result<Unpacke
     let limits = Limits {
         max_unpacked: max_unpacked_bytes,
         max_entries: u64::MAX,
+        dot_prefix: false,
     };
     let walked = scan(tarball, limits, &mut |v, entry| {
         let path = v.parts.join("/");
@@ -265,7 +268,14 @@ fn walk<R: Read>(
         }
         let raw = entry.path_bytes().into_owned();
         let lossy = || shown(&String::from_utf8_lossy(&raw));
-        let path = std::str::from_utf8(&raw).map_err(|_| rule(E::NonUtf8Path(lossy())))?;
+        let mut path = std::str::from_utf8(&raw).map_err(|_| rule(E::NonUtf8Path(lossy())))?;
+        if limits.dot_prefix {
+            path = path.trim_start_matches("./");
+            if path.is_empty() {
+                // `./` itself.
+                continue;
+            }
+        }
         let is_dir = kind == EntryType::Directory;
         let parts = components(path, is_dir).map_err(rule)?;
         if let Some(kind) = forbidden(kind) {

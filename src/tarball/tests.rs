@@ -254,6 +254,7 @@ fn limits() -> Limits {
     Limits {
         max_unpacked: MIB,
         max_entries: 10,
+        dot_prefix: true,
     }
 }
 
@@ -263,7 +264,7 @@ fn an_archive_is_unpacked_with_its_folders() {
     let tarball = gzip(&tar_of(&[
         (b"db/", DIR, b""),
         (b"db/crates/foo/A.md", FILE, b"advisory"),
-        (b"top.txt", FILE, b"at the root"),
+        (b"./top.txt", FILE, b"at the root"),
     ]));
     let walked = unpack(&tarball[..], dir.path(), limits()).unwrap();
     assert_eq!(walked.entries, 3);
