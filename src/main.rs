@@ -39,6 +39,15 @@ enum Command {
     /// The RustSec advisory database of a running server: status, sync (refresh now),
     /// report (the cached and private versions affected).
     Advisories(cratedock::cli::AdvisoriesArgs),
+    /// Fill a mirror's cache ahead of need from Cargo.lock files or a list, through a running
+    /// server (a job with a progress bar; resumable; `--status` shows the latest).
+    Prefetch(cratedock::cli::PrefetchArgs),
+    /// Write an air-gap bundle (a tar of index files, crate files and a checksummed manifest)
+    /// of a mirror's crates, through a running server.
+    Export(cratedock::cli::ExportArgs),
+    /// Import an air-gap bundle into a running server's mirror cache (or, with --into, publish
+    /// its crates to a private registry), after checking every file.
+    Import(cratedock::cli::ImportArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -146,6 +155,9 @@ fn main() -> ExitCode {
         }),
         Command::Admin(args) => cratedock::cli::run(args),
         Command::Advisories(args) => cratedock::cli::run_advisories(args),
+        Command::Prefetch(args) => cratedock::cli::run_prefetch(args),
+        Command::Export(args) => cratedock::cli::run_export(args),
+        Command::Import(args) => cratedock::cli::run_import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,9 @@ pub struct JobView {
     pub report: Option<Report>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a prefetch did so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<serde_json::Value>,
 }
 
 #[derive(Default)]
@@ -68,6 +71,7 @@ impl Jobs {
                     files_total: 0,
                     report: None,
                     error: None,
+                    prefetch: None,
                 },
             );
             Ok(id)
@@ -95,5 +99,38 @@ impl Jobs {
 
     pub fn get(&self, id: u64) -> Option<JobView> {
         self.with(|jobs| jobs.get(&id).cloned())
+    }
+
+    /// The jobs kept, newest first, of `kind` when given.
+    pub fn list(&self, kind: Option<&str>) -> Vec<JobView> {
+        self.with(|jobs| {
+            jobs.values()
+                .rev()
+                .filter(|j| kind.is_none_or(|k| j.kind == k))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Notes a prefetch's progress: its counts and what it found so far.
+    pub fn prefetch_progress(&self, id: u64, done: u64, total: u64, detail: serde_json::Value) {
+        self.with(|jobs| {
+            if let Some(j) = jobs.get_mut(&id) {
+                (j.files_done, j.files_total) = (done, total);
+                j.prefetch = Some(detail);
+            }
+        });
+    }
+
+    /// Ends a job that has no check report: `done`, or `failed` with why.
+    pub fn end(&self, id: u64, result: Result<(), String>) {
+        self.with(|jobs| {
+            if let Some(j) = jobs.get_mut(&id) {
+                match result {
+                    Ok(()) => j.state = "done".to_owned(),
+                    Err(e) => (j.state, j.error) = ("failed".to_owned(), Some(e)),
+                }
+            }
+        });
     }
 }

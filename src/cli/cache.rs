@@ -31,9 +31,14 @@ pub(super) enum CacheCommand {
         #[arg(long, default_value = "crates-io")]
         registry: String,
     },
-    /// Keep a crate's files (NAME, or NAME@VERSION) from eviction.
+    /// Keep a crate's files (NAME, or NAME@VERSION) from eviction; or, with --lockfile, every
+    /// crates.io version a Cargo.lock names.
     Pin {
-        spec: String,
+        #[arg(required_unless_present = "lockfile")]
+        spec: Option<String>,
+        /// Cargo.lock files (or folders searched for them).
+        #[arg(long, num_args = 1..)]
+        lockfile: Vec<std::path::PathBuf>,
         #[arg(long, default_value = "crates-io")]
         registry: String,
     },
@@ -145,9 +150,24 @@ pub(super) async fn execute(
                 ))
             })
         }
-        CacheCommand::Pin { spec, registry } => {
-            let v = c.put(&spec_path(&registry, "pins", &spec)?).await?;
-            shown(v, &|_| Ok(format!("pinned {spec} in `{registry}`\n")))
+        CacheCommand::Pin {
+            spec,
+            lockfile,
+            registry,
+        } => {
+            let mut specs: Vec<String> = spec.into_iter().collect();
+            specs.extend(
+                super::mirroring::locked(&lockfile)?
+                    .into_iter()
+                    .map(|(n, v)| format!("{n}@{v}")),
+            );
+            let mut pinned = Vec::new();
+            for spec in &specs {
+                pinned.push(c.put(&spec_path(&registry, "pins", spec)?).await?);
+            }
+            shown(Value::Array(pinned), &|_| {
+                Ok(format!("pinned {} in `{registry}`\n", specs.join(", ")))
+            })
         }
         CacheCommand::Unpin { spec, registry } => {
             let v = c.delete(&spec_path(&registry, "pins", &spec)?).await?;

@@ -160,6 +160,50 @@ impl Client {
         self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 
+    /// The server's base URL.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A file served at `path` (an index file, a crate file): its bytes, or `None` for 404.
+    pub(super) async fn get_bytes(&self, path: &str) -> anyhow::Result<Option<bytes::Bytes>> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach cratedock at {}", self.base))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            anyhow::bail!("GET {path}: {status}: {}", detail_of(&value, &bytes));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// `PUT` of raw bytes with extra headers; the JSON answer.
+    pub(super) async fn put_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .request(reqwest::Method::PUT, path)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        match self.exchange(req).await? {
+            Ok(v) => Ok(v),
+            Err((code, detail)) => anyhow::bail!("PUT {path}: {code}: {detail}"),
+        }
+    }
+
     pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(reqwest::Method::DELETE, path, None).await
     }

@@ -8,6 +8,7 @@
 mod cache;
 mod client;
 mod import;
+mod mirroring;
 pub mod offline;
 mod policy;
 mod progress;
@@ -36,6 +37,92 @@ pub struct AdvisoriesArgs {
     connection: Connection,
     #[command(subcommand)]
     command: policy::AdvisoriesCommand,
+}
+
+/// `cratedock prefetch ...`: fill a mirror's cache ahead of need.
+#[derive(Args)]
+pub struct PrefetchArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    selection: mirroring::Selection,
+    /// Pin each version prefetched (or found cached), so eviction never removes it.
+    #[arg(long)]
+    pin: bool,
+    /// Start the job and return (follow it with --status).
+    #[arg(long)]
+    no_wait: bool,
+    /// Show the latest prefetch job instead of starting one.
+    #[arg(long)]
+    status: bool,
+}
+
+/// Runs `cratedock prefetch`.
+pub fn run_prefetch(args: PrefetchArgs) -> anyhow::Result<()> {
+    let PrefetchArgs {
+        connection,
+        selection,
+        pin,
+        no_wait,
+        status,
+    } = args;
+    connection.run(|c, as_json| async move {
+        if status {
+            mirroring::status(&c, as_json).await
+        } else {
+            mirroring::prefetch(&c, &selection, pin, !no_wait, as_json).await
+        }
+    })
+}
+
+/// `cratedock export ...`: an air-gap bundle of a mirror's crates.
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    selection: mirroring::Selection,
+    /// Everything the mirror has cached.
+    #[arg(long)]
+    all: bool,
+    /// The bundle to write (a tar; gzip'd when it ends in .gz).
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
+    let ExportArgs {
+        connection,
+        selection,
+        all,
+        output,
+    } = args;
+    connection.run(|c, _| async move { mirroring::export(&c, &selection, all, &output).await })
+}
+
+/// `cratedock import BUNDLE`: a bundle's files into a mirror's cache (or a private registry).
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    connection: Connection,
+    bundle: PathBuf,
+    /// The mirror whose cache receives the files.
+    #[arg(long, default_value = "crates-io")]
+    registry: String,
+    /// Publish each crate to this private registry instead, through its publish checks.
+    #[arg(long)]
+    into: Option<String>,
+}
+
+pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
+    let ImportArgs {
+        connection,
+        bundle,
+        registry,
+        into,
+    } = args;
+    connection
+        .run(|c, _| async move { mirroring::import(&c, &bundle, &registry, into.as_deref()).await })
 }
 
 /// Runs one `cratedock advisories` command.
@@ -104,6 +191,13 @@ enum AdminCommand {
     Advisories {
         #[command(subcommand)]
         command: policy::AdvisoriesCommand,
+    },
+    /// A mirror's offline mode: `offline on|off|status` (audited; until the next start).
+    Offline {
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        #[arg(long, default_value = "crates-io")]
+        registry: String,
     },
 }
 
@@ -265,6 +359,24 @@ async fn execute(c: &Client, command: AdminCommand, as_json: bool) -> anyhow::Re
         AdminCommand::Cache { command } => cache::execute(c, command, as_json).await?,
         AdminCommand::Curate { command } => policy::curate(c, command, as_json).await?,
         AdminCommand::Advisories { command } => policy::advisories(c, command, as_json).await?,
+        AdminCommand::Offline { state, registry } => {
+            let path = format!("/-/admin/registries/{}/offline", seg(&registry));
+            let v = match state.as_str() {
+                "status" => c.get(&path).await?,
+                s => c.put_json(&path, &json!({ "offline": s == "on" })).await?,
+            };
+            shown(v, |v| {
+                format!(
+                    "`{}` is {}\n",
+                    text(&v["registry"]),
+                    if v["offline"] == true {
+                        "offline: it serves only what is cached"
+                    } else {
+                        "online"
+                    }
+                )
+            })
+        }
         AdminCommand::Crate {
             command:
                 CrateCommand::Delete {

@@ -19,7 +19,7 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_message(what.to_owned());
@@ -44,6 +44,24 @@ impl Progress {
                 if tenth > *last {
                     *last = tenth;
                     eprintln!("{what}: {done}/{total} files");
+                }
+            }
+        }
+    }
+
+    /// Like [`Progress::set`], with a note (bytes so far, say) after the counts.
+    pub(crate) fn set_noting(&self, done: u64, total: u64, note: &str) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_message(note.to_owned());
+                self.set(done, total);
+            }
+            Progress::Lines { what, last_tenth } => {
+                let tenth = (done * 10).checked_div(total).unwrap_or(0);
+                let mut last = last_tenth.lock().unwrap_or_else(|e| e.into_inner());
+                if tenth > *last {
+                    *last = tenth;
+                    eprintln!("{what}: {done}/{total} files, {note}");
                 }
             }
         }

@@ -9,6 +9,7 @@ mod admin;
 mod cache;
 mod cargo;
 mod error;
+mod mirroring;
 mod observe;
 mod ops;
 mod policy;
@@ -105,6 +106,27 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/-/admin/registries/{registry}/pins/{name}/{version}",
             put(cache::pin).merge(delete(cache::unpin)),
+        )
+        .route("/-/admin/jobs", get(mirroring::jobs))
+        .route(
+            "/-/admin/registries/{registry}/offline",
+            get(mirroring::offline).put(mirroring::set_offline),
+        )
+        .route(
+            "/-/admin/registries/{registry}/prefetch",
+            post(mirroring::prefetch),
+        )
+        .route(
+            "/-/admin/registries/{registry}/cached",
+            get(mirroring::cached),
+        )
+        .route(
+            "/-/admin/registries/{registry}/cached/crates/{name}/{version}",
+            put(mirroring::import_crate),
+        )
+        .route(
+            "/-/admin/registries/{registry}/cached/index/{name}",
+            put(mirroring::import_index),
         )
         .route("/-/admin/advisories", get(policy::status))
         .route("/-/admin/advisories/sync", post(policy::sync))

@@ -140,7 +140,7 @@ impl Mirror {
     }
 
     /// The entry when memory holds it (no I/O, no blocking call).
-    fn cached_entry(&self, blob: &BlobKey) -> Option<IndexEntry> {
+    pub(super) fn cached_entry(&self, blob: &BlobKey) -> Option<IndexEntry> {
         let held = self.blobs.held(blob)?;
         Some(IndexEntry {
             body: IndexBody::Memory(held.bytes),
@@ -159,7 +159,7 @@ impl Mirror {
     }
 
     /// Reads an entry from the bookkeeping and the blob store.
-    async fn load_index(
+    pub(super) async fn load_index(
         &self,
         key: &IndexKey,
         blob: &BlobKey,

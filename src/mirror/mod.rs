@@ -19,11 +19,13 @@ mod coalesce;
 mod crates;
 mod index;
 mod policy;
+mod prefetch;
 mod tee;
 
 pub(crate) use body::Opened;
 pub(crate) use crates::CrateBody;
 pub(crate) use index::{IndexBody, IndexEntry, IndexMeta, Lookup};
+pub(crate) use prefetch::{PrefetchReport, PrefetchRequest};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -72,12 +72,11 @@ pub(crate) fn read(crate_file: impl Read) -> Licence {
                 seen.insert(rel, hex(&Sha256::digest(read_all(entry)?)));
             }
             None => {}
-            Some(m) => {
-                if m.license_file.as_deref().map(normal).as_deref() == Some(rel.as_str()) {
-                    file_sha256 = Some(hex(&Sha256::digest(read_all(entry)?)));
-                    return Ok(Flow::Stop);
-                }
+            Some(m) if m.license_file.as_deref().map(normal).as_deref() == Some(rel.as_str()) => {
+                file_sha256 = Some(hex(&Sha256::digest(read_all(entry)?)));
+                return Ok(Flow::Stop);
             }
+            Some(_) => {}
         }
         Ok(Flow::Next)
     });

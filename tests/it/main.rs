@@ -17,6 +17,7 @@ mod faults;
 mod http2_limits;
 mod layers;
 mod mirror;
+mod mirroring;
 mod operations;
 mod policy;
 mod private;

@@ -448,6 +448,23 @@ impl Cratedock {
             .unwrap()
     }
 
+    /// Runs `cratedock ARGS`, a client of this server (`prefetch`, `export`, `import`, ...),
+    /// with `CRATEDOCK_URL` and the first admin's token file, whatever the outcome.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cratedock"))
+            .args(args)
+            .env("CRATEDOCK_URL", self.url(""))
+            .env("CRATEDOCK_TOKEN_FILE", self.admin_token_file())
+            .env_remove("CRATEDOCK_TOKEN")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// An admin API call with the first admin's token.
     pub async fn admin_api(
         &self,
