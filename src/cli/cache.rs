@@ -36,8 +36,8 @@ pub(super) enum CacheCommand {
     Pin {
         #[arg(required_unless_present = "lockfile")]
         spec: Option<String>,
-        /// Cargo.lock files (or folders searched for them).
-        #[arg(long, num_args = 1..)]
+        /// A Cargo.lock file (or a folder searched for them); may be given more than once.
+        #[arg(long)]
         lockfile: Vec<std::path::PathBuf>,
         #[arg(long, default_value = "crates-io")]
         registry: String,

@@ -5,6 +5,7 @@
 //! The rule this module keeps: a token is read from a file or the environment, never from the
 //! command line, and never printed except by `token create`.
 
+mod bundle;
 mod cache;
 mod client;
 mod import;
@@ -20,6 +21,8 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use client::{Client, Connection};
+pub use mirroring::{ExportArgs, ImportArgs, PrefetchArgs, run_export, run_import, run_prefetch};
+pub use policy::{AdvisoriesArgs, run_advisories};
 use table::{grants, table, teams, text, time, tokens, users};
 
 #[derive(Args)]
@@ -28,108 +31,6 @@ pub struct AdminArgs {
     connection: Connection,
     #[command(subcommand)]
     command: AdminCommand,
-}
-
-/// `cratedock advisories ...`: the advisory database of a running server.
-#[derive(Args)]
-pub struct AdvisoriesArgs {
-    #[command(flatten)]
-    connection: Connection,
-    #[command(subcommand)]
-    command: policy::AdvisoriesCommand,
-}
-
-/// `cratedock prefetch ...`: fill a mirror's cache ahead of need.
-#[derive(Args)]
-pub struct PrefetchArgs {
-    #[command(flatten)]
-    connection: Connection,
-    #[command(flatten)]
-    selection: mirroring::Selection,
-    /// Pin each version prefetched (or found cached), so eviction never removes it.
-    #[arg(long)]
-    pin: bool,
-    /// Start the job and return (follow it with --status).
-    #[arg(long)]
-    no_wait: bool,
-    /// Show the latest prefetch job instead of starting one.
-    #[arg(long)]
-    status: bool,
-}
-
-/// Runs `cratedock prefetch`.
-pub fn run_prefetch(args: PrefetchArgs) -> anyhow::Result<()> {
-    let PrefetchArgs {
-        connection,
-        selection,
-        pin,
-        no_wait,
-        status,
-    } = args;
-    connection.run(|c, as_json| async move {
-        if status {
-            mirroring::status(&c, as_json).await
-        } else {
-            mirroring::prefetch(&c, &selection, pin, !no_wait, as_json).await
-        }
-    })
-}
-
-/// `cratedock export ...`: an air-gap bundle of a mirror's crates.
-#[derive(Args)]
-pub struct ExportArgs {
-    #[command(flatten)]
-    connection: Connection,
-    #[command(flatten)]
-    selection: mirroring::Selection,
-    /// Everything the mirror has cached.
-    #[arg(long)]
-    all: bool,
-    /// The bundle to write (a tar; gzip'd when it ends in .gz).
-    #[arg(long, short)]
-    output: PathBuf,
-}
-
-pub fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let ExportArgs {
-        connection,
-        selection,
-        all,
-        output,
-    } = args;
-    connection.run(|c, _| async move { mirroring::export(&c, &selection, all, &output).await })
-}
-
-/// `cratedock import BUNDLE`: a bundle's files into a mirror's cache (or a private registry).
-#[derive(Args)]
-pub struct ImportArgs {
-    #[command(flatten)]
-    connection: Connection,
-    bundle: PathBuf,
-    /// The mirror whose cache receives the files.
-    #[arg(long, default_value = "crates-io")]
-    registry: String,
-    /// Publish each crate to this private registry instead, through its publish checks.
-    #[arg(long)]
-    into: Option<String>,
-}
-
-pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
-    let ImportArgs {
-        connection,
-        bundle,
-        registry,
-        into,
-    } = args;
-    connection
-        .run(|c, _| async move { mirroring::import(&c, &bundle, &registry, into.as_deref()).await })
-}
-
-/// Runs one `cratedock advisories` command.
-pub fn run_advisories(args: AdvisoriesArgs) -> anyhow::Result<()> {
-    let command = args.command;
-    args.connection
-        .run(|c, as_json| async move { policy::advisories(&c, command, as_json).await })
 }
 
 #[derive(Subcommand)]

@@ -215,3 +215,19 @@ pub(super) async fn curate(
         }
     })
 }
+
+/// `cratedock advisories ...`: the advisory database of a running server.
+#[derive(clap::Args)]
+pub struct AdvisoriesArgs {
+    #[command(flatten)]
+    connection: super::client::Connection,
+    #[command(subcommand)]
+    command: AdvisoriesCommand,
+}
+
+/// Runs one `cratedock advisories` command.
+pub fn run_advisories(args: AdvisoriesArgs) -> anyhow::Result<()> {
+    let command = args.command;
+    args.connection
+        .run(|c, as_json| async move { advisories(&c, command, as_json).await })
+}

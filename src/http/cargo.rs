@@ -111,7 +111,12 @@ pub(super) async fn index_file(
                     Lookup::NotFound => return Err(not_found()),
                 };
                 let shared = app.auth_required(&registry) != Some(true);
-                let cache_control = mirror_cache_control(&entry, shared);
+                // A pruned file changes as more versions are cached: always revalidated.
+                let cache_control = if mirror.serves_only_cached() {
+                    NO_CACHE
+                } else {
+                    mirror_cache_control(&entry, shared)
+                };
                 let etag = &entry.meta.etag;
                 if let Some(resp) = not_modified(etag, &cache_control, &headers) {
                     return Ok(resp);

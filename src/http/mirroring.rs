@@ -143,7 +143,15 @@ pub(super) async fn prefetch(
         req.names.len(),
         if req.pin { ", pinned" } else { "" }
     );
-    app.auth.store().append_audit(&e).await?;
+    if let Err(err) = app.auth.store().append_audit(&e).await {
+        app.jobs.end(
+            id,
+            Err(format!(
+                "not started: the audit log cannot be written ({err})"
+            )),
+        );
+        return Err(err.into());
+    }
     let task = app.clone();
     tokio::spawn(async move {
         let progress = |done, total, r: &crate::mirror::PrefetchReport| {

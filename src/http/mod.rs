@@ -122,11 +122,14 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/-/admin/registries/{registry}/cached/crates/{name}/{version}",
-            put(mirroring::import_crate),
+            put(mirroring::import_crate).layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(app.config.cache.max_crate_bytes).unwrap_or(usize::MAX),
+            )),
         )
         .route(
             "/-/admin/registries/{registry}/cached/index/{name}",
-            put(mirroring::import_index),
+            put(mirroring::import_index)
+                .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
         )
         .route("/-/admin/advisories", get(policy::status))
         .route("/-/admin/advisories/sync", post(policy::sync))

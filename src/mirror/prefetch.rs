@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::index::Lookup;
 use super::{CrateBody, Mirror, MirrorError};
-use crate::index::{IndexLine, edit_lines, etag_of, hex, validate_body, versions};
+use crate::index::{IndexLine, etag_of, hex, validate_body};
 use crate::names::{CrateName, Version};
 use crate::store::{
     BlobKey, BlobStore, CrateKey, CrateRecord, IndexKey, IndexRecord, Pin, SCAN_PAGE, now_ms,
@@ -45,10 +45,10 @@ pub(crate) struct Failed {
 }
 
 impl Mirror {
-    /// Crate files fetched at once by a prefetch: a quarter of the upstream's connections (at
-    /// least 1, at most 8), so that clients keep the rest.
+    /// Crate files fetched at once by a prefetch: half the upstream's connections (at least 1,
+    /// at most 16), so that clients keep the rest.
     fn prefetch_width(&self) -> usize {
-        (self.cfg.max_connections as usize / 4).clamp(1, 8)
+        (self.cfg.max_connections as usize / 2).clamp(1, 16)
     }
 
     /// Prefetches the crate files of `req` (skipping those cached), calling `progress` with
@@ -156,13 +156,20 @@ impl Mirror {
         pin: bool,
     ) -> Result<Option<u64>, MirrorError> {
         let key = CrateKey::new(&self.name, name, version);
+        let blob = BlobKey::Crate(key.clone());
         let cached = self.book.krate(&key).await.ok().flatten().is_some()
-            && self
-                .blobs
-                .stat(&BlobKey::Crate(key.clone()))
-                .await?
-                .is_some();
+            && self.blobs.stat(&blob).await?.is_some();
         let fetched = if cached {
+            // Kept as recently used, and its index file made sure of (eviction may have taken
+            // it alone).
+            self.keeper.used(&blob);
+            if self
+                .lookup_cached(&IndexKey::krate(&self.name, name))
+                .await?
+                .is_none()
+            {
+                self.index_file(name).await?;
+            }
             None
         } else {
             let size = match self.crate_file(name, version).await? {
@@ -237,13 +244,18 @@ impl Mirror {
             )));
         }
         if let Some(r) = self.book.krate(&key).await.ok().flatten()
-            && r.cksum.eq_ignore_ascii_case(cksum)
             && self
                 .blobs
                 .stat(&BlobKey::Crate(key.clone()))
                 .await?
                 .is_some()
         {
+            if !r.cksum.eq_ignore_ascii_case(cksum) {
+                return Err(MirrorError::Refused(format!(
+                    "{what}: the cached file's SHA-256 is {}, the bundle's {cksum}; the cached file stays",
+                    r.cksum
+                )));
+            }
             self.imported("crate", "unchanged");
             return Ok(false);
         }
@@ -278,45 +290,59 @@ impl Mirror {
         validate_body(&key.file, lines).map_err(|e| {
             MirrorError::Refused(format!("the index file of `{name}` in the bundle: {e}"))
         })?;
-        let mut by_version: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut by_version: BTreeMap<String, (Vec<u8>, IndexLine)> = BTreeMap::new();
         for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             if let Ok(l) = serde_json::from_slice::<IndexLine>(line) {
-                by_version.insert(l.vers, line.to_vec());
+                by_version.insert(l.vers.clone(), (line.to_vec(), l));
+            }
+        }
+        // A line must name the file cached for its version, if one is.
+        for (vers, (_, line)) in &by_version {
+            let Ok(v) = Version::new(vers) else { continue };
+            if let Some(r) = self
+                .book
+                .krate(&CrateKey::new(&self.name, name, &v))
+                .await?
+                && !r.cksum.eq_ignore_ascii_case(&line.cksum)
+            {
+                return Err(MirrorError::Refused(format!(
+                    "the bundle's index line of `{name}@{vers}` names SHA-256 {}, but the cached file is {}; nothing of this index file was stored",
+                    line.cksum, r.cksum
+                )));
             }
         }
         let old = match self.lookup_cached(&key).await? {
             Some(entry) => Some(self.body_bytes(&key, &entry).await?),
             None => None,
         };
-        let mut body = Vec::new();
-        if let Some(old) = &old {
-            let kept = edit_lines(old, |v, _| {
-                if by_version.contains_key(v) {
-                    crate::index::LineEdit::Drop
-                } else {
-                    crate::index::LineEdit::Keep
-                }
-            });
-            body = kept.unwrap_or_else(|| old.to_vec());
-            if !body.is_empty() && !body.ends_with(b"\n") {
-                body.push(b'\n');
+        // The cached lines in their order, each replaced by the bundle's (a version the cache
+        // knows as yanked stays yanked); then the bundle's new versions, oldest first.
+        let mut merged = Vec::new();
+        let mut placed = std::collections::HashSet::new();
+        for line in old.as_deref().unwrap_or_default().split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
             }
+            let vers = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| Some((v["vers"].as_str()?.to_owned(), v["yanked"] == true)));
+            match vers.and_then(|(v, yanked)| Some((by_version.get(&v)?, yanked, v))) {
+                Some(((bundle_line, _), false, v)) => {
+                    merged.extend_from_slice(bundle_line);
+                    placed.insert(v);
+                }
+                Some((_, true, v)) => {
+                    merged.extend_from_slice(line);
+                    placed.insert(v);
+                }
+                None => merged.extend_from_slice(line),
+            }
+            merged.push(b'\n');
         }
-        // Versions in the order cargo's index has them: the cached ones first, then the new.
-        let order: Vec<String> = old
-            .as_deref()
-            .map(versions)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(v, _)| v)
-            .filter(|v| by_version.contains_key(v))
-            .collect();
-        let mut merged = body;
-        for v in order
-            .iter()
-            .chain(by_version.keys().filter(|v| !order.contains(v)))
-        {
-            merged.extend_from_slice(&by_version[v]);
+        let mut new: Vec<&String> = by_version.keys().filter(|v| !placed.contains(*v)).collect();
+        new.sort_by_key(|v| semver::Version::parse(v).ok());
+        for v in new {
+            merged.extend_from_slice(&by_version[v].0);
             merged.push(b'\n');
         }
         if old.as_deref() == Some(&merged[..]) {

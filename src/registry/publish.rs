@@ -376,6 +376,16 @@ impl Private {
                 }
                 Ok(Lookup::NotFound) => {}
                 Err(e) if e.is_not_found() => {}
+                Err(crate::mirror::MirrorError::Offline(_)) => {
+                    return Err(RegistryError::unavailable(
+                        "unavailable",
+                        format!(
+                            "cannot check whether `{name}` exists on the upstream of mirror `{m}`: the mirror is offline. Publish it once the mirror is online, or ask an admin to allow the name in registries.{r}.allow_upstream_names",
+                            m = mirror.name(),
+                            r = self.name
+                        ),
+                    ));
+                }
                 Err(e) => {
                     return Err(RegistryError::unavailable(
                         "unavailable",

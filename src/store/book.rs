@@ -173,9 +173,10 @@ impl Pin {
     /// Whether the pin keeps the file of `key`.
     pub fn covers(&self, key: &BlobKey) -> bool {
         match key {
+            // A version pin keeps its crate's index file too: without it the version cannot be
+            // resolved (offline, it would not be served at all).
             BlobKey::Index(k) => {
-                self.version.is_none()
-                    && k.registry == self.registry
+                k.registry == self.registry
                     && matches!(&k.file, crate::index::IndexFile::Crate(n) if *n == self.name)
             }
             BlobKey::Crate(k) => {
