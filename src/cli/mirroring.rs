@@ -145,7 +145,7 @@ pub(super) async fn prefetch(
         if job["state"] != "running" {
             break job;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     progress.finish();
     let text = job_text(&job);

@@ -45,10 +45,12 @@ pub(crate) struct Failed {
 }
 
 impl Mirror {
-    /// Crate files fetched at once by a prefetch: half the upstream's connections (at least 1,
-    /// at most 16), so that clients keep the rest.
+    /// Versions fetched at once by a prefetch: the upstream's `max_connections` less an eighth
+    /// (at least 1) that always stays free for clients. Requests queue for the upstream in
+    /// arrival order, so a client never waits behind more than the requests already under way.
     fn prefetch_width(&self) -> usize {
-        (self.cfg.max_connections as usize / 2).clamp(1, 16)
+        let n = self.cfg.max_connections as usize;
+        (n - n / 8).max(1)
     }
 
     /// Prefetches the crate files of `req` (skipping those cached), calling `progress` with

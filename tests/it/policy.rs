@@ -3,7 +3,7 @@
 //! and sync, curated mode, and the report of what is affected.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -129,17 +129,9 @@ async fn refreshes(cd: &Cratedock, outcome: &str) -> f64 {
 
 /// `cratedock advisories ARGS` against the running server with the first admin's token file.
 fn advisories_cli(cd: &Cratedock, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cratedock"))
-        .arg("advisories")
-        .args(args)
-        .env("CRATEDOCK_URL", cd.url(""))
-        .env("CRATEDOCK_TOKEN_FILE", cd.admin_token_file())
-        .env_remove("CRATEDOCK_TOKEN")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut all = vec!["advisories"];
+    all.extend_from_slice(args);
+    cd.cli(&all)
 }
 
 fn stdout(out: &Output) -> String {
