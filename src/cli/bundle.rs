@@ -65,13 +65,13 @@ pub(super) async fn export(
     let partial = output.with_extension("partial");
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let sink = if output.extension().is_some_and(|e| e == "gz") {
-        Sink::Gz(flate2::write::GzEncoder::new(
+    let sink = match output.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Sink::Gz(flate2::write::GzEncoder::new(
             file,
             flate2::Compression::default(),
-        ))
-    } else {
-        Sink::Plain(file)
+        )),
+        Some("zst") => Sink::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
+        _ => Sink::Plain(file),
     };
     let mut tar = tar::Builder::new(sink);
     let mut manifest = Vec::new();
@@ -176,6 +176,7 @@ pub(super) async fn export(
 enum Sink {
     Plain(std::fs::File),
     Gz(flate2::write::GzEncoder<std::fs::File>),
+    Zstd(zstd::stream::write::Encoder<'static, std::fs::File>),
 }
 
 impl std::io::Write for Sink {
@@ -183,12 +184,14 @@ impl std::io::Write for Sink {
         match self {
             Sink::Plain(f) => f.write(buf),
             Sink::Gz(g) => g.write(buf),
+            Sink::Zstd(z) => z.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Sink::Plain(f) => f.flush(),
             Sink::Gz(g) => g.flush(),
+            Sink::Zstd(z) => z.flush(),
         }
     }
 }
@@ -202,6 +205,7 @@ impl Sink {
                 Ok(f)
             }
             Sink::Gz(g) => g.finish(),
+            Sink::Zstd(z) => z.finish(),
         }
     }
 }
@@ -214,13 +218,14 @@ struct Bundle {
 fn open_bundle(path: &Path) -> anyhow::Result<Bundle> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut head = [0u8; 2];
+    // gzip, zstd or a plain tar, by its first bytes.
     let reader: Box<dyn Read> = {
         let mut f = std::io::BufReader::new(file);
-        let n = std::io::BufRead::fill_buf(&mut f)?.len().min(2);
-        head[..n].copy_from_slice(&std::io::BufRead::fill_buf(&mut f)?[..n]);
-        if head == [0x1f, 0x8b] {
+        let head = std::io::BufRead::fill_buf(&mut f)?;
+        if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::read::GzDecoder::new(f))
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
         } else {
             Box::new(f)
         }

@@ -261,7 +261,7 @@ pub struct ExportArgs {
     /// Everything the mirror has cached.
     #[arg(long)]
     all: bool,
-    /// The bundle to write (a tar; gzip'd when it ends in .gz).
+    /// The bundle to write: a tar, zstd-compressed when it ends in .zst, gzip'd for .gz.
     #[arg(long, short)]
     output: PathBuf,
 }

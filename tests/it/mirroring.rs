@@ -1206,6 +1206,28 @@ async fn a_bundle_exported_on_one_instance_builds_on_another_without_an_upstream
         stored_names(&cd),
         BTreeSet::from(["a-1.0.0.crate".to_owned(), "b-1.1.0.crate".to_owned()])
     );
+
+    // The same selection as a zstd-compressed bundle imports the same crate files.
+    let zst = ex.dir.path().join("all.tar.zst");
+    let out = ex.cd.cli(&[
+        "export",
+        "--registry",
+        "crates-io",
+        "--all",
+        "--output",
+        path_str(&zst),
+    ]);
+    succeeded(&out, "export --all to .tar.zst");
+    let head = std::fs::read(&zst).unwrap();
+    assert_eq!(&head[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let other = air_gapped().await;
+    let out = other.cli(&["import", path_str(&zst)]);
+    succeeded(&out, "import of the .tar.zst bundle");
+    assert!(
+        said(&out).contains(&format!("added {} crate files", expected.len())),
+        "{}",
+        shown(&out)
+    );
 }
 
 /// A bundle with one byte flipped inside one crate file is refused whole, with a message naming
