@@ -31,8 +31,8 @@ pub(super) enum CacheCommand {
         #[arg(long, default_value = "crates-io")]
         registry: String,
     },
-    /// Keep a crate's files (NAME, or NAME@VERSION) from eviction; or, with --lockfile, every
-    /// crates.io version a Cargo.lock names.
+    /// Keep a crate's files (NAME, a pattern like 'tokio-*', or NAME@VERSION) from eviction; or,
+    /// with --lockfile, every crates.io version a Cargo.lock names.
     Pin {
         #[arg(required_unless_present = "lockfile")]
         spec: Option<String>,
@@ -56,6 +56,14 @@ pub(super) enum CacheCommand {
 }
 
 fn spec_path(registry: &str, what: &str, spec: &str) -> anyhow::Result<String> {
+    // A pattern (`tokio-*`) for pins: the server checks it.
+    if what == "pins" && spec.ends_with('*') && !spec.contains('@') {
+        return Ok(format!(
+            "/-/admin/registries/{}/pins/{}",
+            seg(registry),
+            seg(spec)
+        ));
+    }
     let (name, version) = parse_spec(spec)?;
     let mut path = format!(
         "/-/admin/registries/{}/{what}/{}",

@@ -256,12 +256,36 @@ async fn set_pin(
     parts: Vec<(String, String)>,
     on: bool,
 ) -> Result<Response, ApiError> {
-    let (registry, name, version) = target(&app, &parts)?;
-    let pin = Pin::new(&registry, &name, version);
+    let name = parts
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default();
+    // `prefix*`: every crate the pattern matches.
+    let (registry, pin) = if name.ends_with('*') {
+        if parts.iter().any(|(k, _)| k == "version") {
+            return Err(ApiError::bad_request(
+                "a pattern pin keeps every version; pin `NAME@VERSION` for one version",
+            ));
+        }
+        let registry = mirror_name(
+            &app,
+            parts
+                .iter()
+                .find(|(k, _)| k == "registry")
+                .map_or("", |(_, v)| v),
+        )?;
+        let pin = Pin::pattern(&registry, &crate::names::CrateGlob::new(name)?);
+        (registry, pin)
+    } else {
+        let (registry, name, version) = target(&app, &parts)?;
+        let pin = Pin::new(&registry, &name, version);
+        (registry, pin)
+    };
     let changed = app.keeper().book().set_pin(&pin, on).await?;
     let action = if on { "cache.pin" } else { "cache.unpin" };
     let mut e = entry(&admin.ctx, action, Some(registry.as_str()), &pin.spec());
-    e.krate = Some(name.to_string());
+    e.krate = Some(pin.name.to_string());
     app.auth.store().append_audit(&e).await?;
     Ok(json(
         StatusCode::OK,

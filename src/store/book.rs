@@ -151,13 +151,14 @@ pub struct Scanned<K, R> {
     pub used_ms: Option<u64>,
 }
 
-/// Files that eviction never removes: one crate's index file and crate files, or one version's
-/// crate file, in one registry.
+/// Files that eviction never removes, in one registry: the index file and crate files of one
+/// crate or of every crate a pattern (`tokio-*`) matches, or one version's crate file (with its
+/// crate's index file).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pin {
     pub registry: RegistryName,
-    /// Lower case.
-    pub name: CrateName,
+    /// A name or a pattern, lower case.
+    pub name: crate::names::CrateGlob,
     pub version: Option<Version>,
 }
 
@@ -165,8 +166,19 @@ impl Pin {
     pub fn new(registry: &RegistryName, name: &CrateName, version: Option<Version>) -> Self {
         Self {
             registry: registry.clone(),
-            name: name.lower(),
+            name: crate::names::CrateGlob::new(name.lower().as_str())
+                .expect("a crate name is a pattern"),
             version,
+        }
+    }
+
+    /// Every crate `pattern` matches, every version.
+    pub fn pattern(registry: &RegistryName, pattern: &crate::names::CrateGlob) -> Self {
+        Self {
+            registry: registry.clone(),
+            name: crate::names::CrateGlob::new(&pattern.as_str().to_ascii_lowercase())
+                .expect("a lower-cased pattern is a pattern"),
+            version: None,
         }
     }
 
@@ -177,17 +189,17 @@ impl Pin {
             // resolved (offline, it would not be served at all).
             BlobKey::Index(k) => {
                 k.registry == self.registry
-                    && matches!(&k.file, crate::index::IndexFile::Crate(n) if *n == self.name)
+                    && matches!(&k.file, crate::index::IndexFile::Crate(n) if self.name.matches(n))
             }
             BlobKey::Crate(k) => {
                 k.registry == self.registry
-                    && k.name == self.name
+                    && self.name.matches(&k.name)
                     && self.version.as_ref().is_none_or(|v| *v == k.version)
             }
         }
     }
 
-    /// `name` or `name@version`.
+    /// `name`, `pattern*` or `name@version`.
     pub fn spec(&self) -> String {
         match &self.version {
             Some(v) => format!("{}@{v}", self.name),

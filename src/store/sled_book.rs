@@ -171,12 +171,16 @@ fn pin_key(pin: &Pin) -> Vec<u8> {
 fn pin_of(raw: &[u8]) -> Option<Pin> {
     let mut parts = std::str::from_utf8(raw).ok()?.splitn(3, '/');
     let registry = RegistryName::new(parts.next()?).ok()?;
-    let name = CrateName::new(parts.next()?).ok()?;
+    let name = crate::names::CrateGlob::new(parts.next()?).ok()?;
     let version = match parts.next() {
         Some(v) => Some(Version::new(v).ok()?),
         None => None,
     };
-    Some(Pin::new(&registry, &name, version))
+    Some(Pin {
+        registry,
+        name,
+        version,
+    })
 }
 
 impl SledBook {

@@ -1316,3 +1316,40 @@ async fn a_bundle_with_one_flipped_byte_is_refused_whole() {
         shown(&out)
     );
 }
+
+/// A pattern pin (`t*`) keeps every crate it matches, whatever its version, through a
+/// `cache gc --to 0` that evicts everything else; unpinning it lets them go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_pin_keeps_every_crate_it_matches() {
+    let up = FakeUpstream::start().await;
+    let crates: Vec<Published> = [("t0", "1.0.0"), ("T_1", "2.0.0"), ("other", "1.0.0")]
+        .iter()
+        .map(|(n, v)| build(CrateSpec::new(n, v)))
+        .collect();
+    for p in &crates {
+        up.publish(p.clone());
+    }
+    let cd = Cratedock::start(&config_with(&up.index_url(), "", "")).await;
+    for p in &crates {
+        let path = format!(
+            "/crates-io/api/v1/crates/{}/{}/download",
+            p.spec.name, p.spec.version
+        );
+        let r = cd.get(&path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.bytes().await.unwrap(), p.tarball);
+    }
+    cd.wait_idle().await;
+    cd.admin(&["cache", "pin", "t*"]);
+    let pins = text(&cd.admin(&["cache", "pins"]).stdout);
+    assert!(pins.contains("t*"), "{pins}");
+    cd.admin(&["cache", "gc", "--to", "0"]);
+    assert_eq!(
+        stored_names(&cd),
+        BTreeSet::from(["t0-1.0.0.crate".to_owned(), "t_1-2.0.0.crate".to_owned()]),
+        "the pattern keeps t0 and T_1, not other"
+    );
+    cd.admin(&["cache", "unpin", "t*"]);
+    cd.admin(&["cache", "gc", "--to", "0"]);
+    assert!(stored_names(&cd).is_empty(), "{:?}", stored_names(&cd));
+}

@@ -66,9 +66,30 @@ async fn exercise(book: &dyn CacheBook) {
     assert_eq!(book.pins().await.unwrap().len(), 2);
     assert!(pin.covers(&BlobKey::Index(ik.clone())) && pin.covers(&BlobKey::Crate(ck.clone())));
     // A version pin keeps its own crate file and the crate's index file, not other versions.
-    assert!(!exact.covers(&BlobKey::Crate(ck.clone())) && exact.covers(&BlobKey::Index(ik)));
+    assert!(
+        !exact.covers(&BlobKey::Crate(ck.clone())) && exact.covers(&BlobKey::Index(ik.clone()))
+    );
+    let ik2 = ik;
     assert!(book.set_pin(&pin, false).await.unwrap());
-    assert_eq!(book.pins().await.unwrap(), vec![exact]);
+    assert_eq!(book.pins().await.unwrap(), vec![exact.clone()]);
+    // A pattern keeps every crate it matches, as cargo compares names.
+    let pattern = Pin::pattern(&reg, &crate::names::CrateGlob::new("SER*").unwrap());
+    assert!(book.set_pin(&pattern, true).await.unwrap());
+    assert!(pattern.covers(&BlobKey::Crate(ck.clone())) && pattern.covers(&BlobKey::Index(ik2)));
+    let other = CrateKey::new(
+        &reg,
+        &CrateName::new("tokio").unwrap(),
+        &Version::new("1.0.0").unwrap(),
+    );
+    assert!(!pattern.covers(&BlobKey::Crate(other)));
+    assert_eq!(pattern.spec(), "ser*");
+    let mut all = book.pins().await.unwrap();
+    all.sort();
+    assert_eq!(all, {
+        let mut v = vec![exact, pattern];
+        v.sort();
+        v
+    });
 }
 
 /// Opens the database again once the dropped one has let go of its lock (sled's flusher
