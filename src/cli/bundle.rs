@@ -210,28 +210,31 @@ impl Sink {
     }
 }
 
-/// A bundle read whole into its files (by path), the manifest checked.
-struct Bundle {
-    files: BTreeMap<String, Vec<u8>>,
-}
+/// Files read whole while a bundle is checked: its manifest and its index files.
+const MAX_SMALL_FILE: u64 = 64 * 1024 * 1024;
 
-fn open_bundle(path: &Path) -> anyhow::Result<Bundle> {
+/// A bundle's tar entries, decompressed (gzip, zstd or plain, by the first bytes).
+fn entries_of(path: &Path) -> anyhow::Result<tar::Archive<Box<dyn Read>>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // gzip, zstd or a plain tar, by its first bytes.
-    let reader: Box<dyn Read> = {
-        let mut f = std::io::BufReader::new(file);
-        let head = std::io::BufRead::fill_buf(&mut f)?;
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::GzDecoder::new(f))
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
-        } else {
-            Box::new(f)
-        }
+    let mut f = std::io::BufReader::new(file);
+    let head = std::io::BufRead::fill_buf(&mut f)?;
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else {
+        Box::new(f)
     };
-    let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(reader);
+    Ok(tar::Archive::new(reader))
+}
+
+/// Walks the regular files of a bundle, with safe relative paths.
+fn each_file(
+    path: &Path,
+    mut visit: impl FnMut(&str, &mut dyn Read, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut archive = entries_of(path)?;
     for entry in archive
         .entries()
         .context("the bundle is not a tar archive")?
@@ -241,18 +244,59 @@ fn open_bundle(path: &Path) -> anyhow::Result<Bundle> {
             continue;
         }
         let p = entry.path()?.to_string_lossy().into_owned();
+        let p = p.trim_start_matches("./").to_owned();
         anyhow::ensure!(
             !p.split('/').any(|c| c == ".." || c.is_empty()) && !p.starts_with('/'),
             "the bundle has an unsafe path `{p}`"
         );
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
-        files.insert(p, data);
+        let size = entry.size();
+        visit(&p, &mut entry, size)?;
     }
-    let manifest = files
-        .get("manifest.json")
+    Ok(())
+}
+
+/// What the first pass learns: each file's SHA-256 and size, and the small files whole.
+struct Checked {
+    digests: BTreeMap<String, (String, u64)>,
+    index_files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Reads a bundle once, streaming: hashes every file, keeps the manifest and the index files,
+/// and checks every file against the manifest. Nothing else is kept in memory.
+fn check_bundle(path: &Path) -> anyhow::Result<Checked> {
+    let mut digests = BTreeMap::new();
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    each_file(path, |p, entry, size| {
+        let keep = p == "manifest.json" || p.starts_with("index/");
+        anyhow::ensure!(
+            !keep || size <= MAX_SMALL_FILE,
+            "{p} is larger than {MAX_SMALL_FILE} bytes"
+        );
+        let mut hasher = Sha256::new();
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            let read = entry.read(&mut buf)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buf[..read]);
+            if keep {
+                data.extend_from_slice(&buf[..read]);
+            }
+            n += read as u64;
+        }
+        digests.insert(p.to_owned(), (hex(&hasher.finalize()), n));
+        if keep {
+            small.insert(p.to_owned(), data);
+        }
+        Ok(())
+    })?;
+    let manifest = small
+        .remove("manifest.json")
         .context("the bundle has no manifest.json")?;
-    let m: Value = serde_json::from_slice(manifest).context("manifest.json is not JSON")?;
+    let m: Value = serde_json::from_slice(&manifest).context("manifest.json is not JSON")?;
     let listed = m["files"]
         .as_array()
         .context("manifest.json lists no files")?;
@@ -261,37 +305,42 @@ fn open_bundle(path: &Path) -> anyhow::Result<Bundle> {
         let p = f["path"]
             .as_str()
             .context("a manifest entry without a path")?;
-        let data = files
+        let (sha, size) = digests
             .get(p)
             .with_context(|| format!("{p} is in the manifest but not in the bundle"))?;
-        let sha = hex(&Sha256::digest(data));
         anyhow::ensure!(
-            Some(sha.as_str()) == f["sha256"].as_str()
-                && Some(data.len() as u64) == f["size"].as_u64(),
+            Some(sha.as_str()) == f["sha256"].as_str() && Some(*size) == f["size"].as_u64(),
             "{p}: its SHA-256 or size differs from the manifest's; the bundle is damaged, nothing was imported"
         );
         named.insert(p.to_owned());
     }
-    for p in files.keys() {
+    for p in digests.keys() {
         anyhow::ensure!(
             p == "manifest.json" || named.contains(p),
             "{p} is in the bundle but not in its manifest; nothing was imported"
         );
     }
-    Ok(Bundle { files })
+    Ok(Checked {
+        digests,
+        index_files: small,
+    })
 }
 
-/// `cratedock import`: checks the whole bundle, then sends crate files, then index files.
+/// `cratedock import`: checks the whole bundle (a first pass), then sends its crate files one
+/// at a time (a second pass, each file checked again as it is read), then its index files.
 pub(super) async fn import(
     c: &Client,
     bundle: &Path,
     registry: &str,
     into: Option<&str>,
 ) -> anyhow::Result<String> {
-    let b = open_bundle(bundle)?;
+    let checked = {
+        let path = bundle.to_owned();
+        tokio::task::spawn_blocking(move || check_bundle(&path)).await??
+    };
     // Every crate file against its index line in the bundle.
     let mut lines: BTreeMap<(String, String), String> = BTreeMap::new();
-    for (p, data) in b.files.iter().filter(|(p, _)| p.starts_with("index/")) {
+    for (p, data) in &checked.index_files {
         let name = p.rsplit('/').next().unwrap_or_default();
         let file = crate::index::IndexFile::Crate(
             crate::names::CrateName::new(name)
@@ -306,8 +355,13 @@ pub(super) async fn import(
             lines.insert((line.name.to_ascii_lowercase(), line.vers), line.cksum);
         }
     }
-    let mut crates = Vec::new();
-    for (p, data) in b.files.iter().filter(|(p, _)| p.starts_with("crates/")) {
+    // Crate file path → (name, version, cksum).
+    let mut crates: BTreeMap<String, (String, String, String)> = BTreeMap::new();
+    for (p, (sha, _)) in checked
+        .digests
+        .iter()
+        .filter(|(p, _)| p.starts_with("crates/"))
+    {
         let file = p.rsplit('/').next().unwrap_or_default();
         let dir = p.split('/').nth(1).unwrap_or_default();
         let version = file
@@ -317,40 +371,71 @@ pub(super) async fn import(
         let cksum = lines
             .get(&(dir.to_owned(), version.to_owned()))
             .with_context(|| format!("{p}: no index line in the bundle names this version"))?;
-        let actual = hex(&Sha256::digest(data));
         anyhow::ensure!(
-            actual.eq_ignore_ascii_case(cksum),
-            "{p}: its SHA-256 is {actual}, but its index line says {cksum}; the bundle is damaged, nothing was imported"
+            sha.eq_ignore_ascii_case(cksum),
+            "{p}: its SHA-256 is {sha}, but its index line says {cksum}; the bundle is damaged, nothing was imported"
         );
-        crates.push((dir.to_owned(), version.to_owned(), cksum.clone(), data));
+        crates.insert(
+            p.clone(),
+            (dir.to_owned(), version.to_owned(), cksum.clone()),
+        );
     }
-    if let Some(private) = into {
-        let dir = tempfile_dir()?;
-        for (name, version, _, data) in &crates {
-            std::fs::write(dir.join(format!("{name}-{version}.crate")), data)?;
-        }
-        let out = super::import::import(c, private, std::slice::from_ref(&dir)).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        return out;
-    }
+    // The second pass: each crate file read again, checked again, and handed on.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<(String, Vec<u8>)>>(2);
+    let reader = {
+        let (path, wanted) = (bundle.to_owned(), crates.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = each_file(&path, |p, entry, _| {
+                let Some((_, _, cksum)) = wanted.get(p) else {
+                    return Ok(());
+                };
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data)?;
+                anyhow::ensure!(
+                    hex(&Sha256::digest(&data)).eq_ignore_ascii_case(cksum),
+                    "{p} changed since it was checked; nothing more was imported"
+                );
+                tx.blocking_send(Ok((p.to_owned(), data)))
+                    .map_err(|_| anyhow::anyhow!("the import stopped"))
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        })
+    };
     let r = seg(registry);
+    let private_dir = into.map(|_| tempfile_dir()).transpose()?;
     let progress = Progress::new("import");
     let total = crates.len() as u64;
-    let (mut added, mut changed) = (0u64, 0u64);
-    for (i, (name, version, cksum, data)) in crates.iter().enumerate() {
-        let path = format!(
-            "/-/admin/registries/{r}/cached/crates/{}/{}",
-            seg(name),
-            seg(version)
-        );
-        let v = c
-            .put_bytes(&path, &[("x-cratedock-cksum", cksum)], data.to_vec())
-            .await?;
-        added += u64::from(v["added"] == true);
-        progress.set(i as u64 + 1, total);
+    let (mut added, mut changed, mut done) = (0u64, 0u64, 0u64);
+    while let Some(next) = rx.recv().await {
+        let (p, data) = next?;
+        let (name, version, cksum) = &crates[&p];
+        if let Some(dir) = &private_dir {
+            std::fs::write(dir.join(format!("{name}-{version}.crate")), &data)?;
+        } else {
+            let path = format!(
+                "/-/admin/registries/{r}/cached/crates/{}/{}",
+                seg(name),
+                seg(version)
+            );
+            let v = c
+                .put_bytes(&path, &[("x-cratedock-cksum", cksum)], data)
+                .await?;
+            added += u64::from(v["added"] == true);
+        }
+        done += 1;
+        progress.set(done, total);
     }
+    reader.await?;
     progress.finish();
-    for (p, data) in b.files.iter().filter(|(p, _)| p.starts_with("index/")) {
+    if let (Some(private), Some(dir)) = (into, &private_dir) {
+        let out = super::import::import(c, private, std::slice::from_ref(dir)).await;
+        let _ = std::fs::remove_dir_all(dir);
+        return out;
+    }
+    anyhow::ensure!(done == total, "the bundle could not be read again whole");
+    for (p, data) in &checked.index_files {
         let name = p.rsplit('/').next().unwrap_or_default();
         let path = format!("/-/admin/registries/{r}/cached/index/{}", seg(name));
         let v = c.put_bytes(&path, &[], data.clone()).await?;

@@ -248,10 +248,11 @@ fn refused_as_not_found(out: &Output, version: &str) {
 /// `a 1.0.0` depends on `b ^1`; `b` has 1.0.0 and 1.1.0 (a project needing `a = "1"` locks
 /// `a 1.0.0` and `b 1.1.0`).
 fn two_levels(up: &FakeUpstream) -> Vec<Published> {
+    // With licences, so that a bundle of them can also be published to a private registry.
     let crates = vec![
-        build(CrateSpec::new("a", "1.0.0").dep("b", "^1")),
-        build(CrateSpec::new("b", "1.0.0")),
-        build(CrateSpec::new("b", "1.1.0")),
+        build(CrateSpec::new("a", "1.0.0").dep("b", "^1").license("MIT")),
+        build(CrateSpec::new("b", "1.0.0").license("MIT")),
+        build(CrateSpec::new("b", "1.1.0").license("MIT")),
     ];
     for p in &crates {
         up.publish(p.clone());
@@ -1352,4 +1353,37 @@ async fn a_pattern_pin_keeps_every_crate_it_matches() {
     cd.admin(&["cache", "unpin", "t*"]);
     cd.admin(&["cache", "gc", "--to", "0"]);
     assert!(stored_names(&cd).is_empty(), "{:?}", stored_names(&cd));
+}
+
+/// `cratedock import --into internal` publishes each crate of a bundle through the private
+/// registry's publish checks (the mirror's upstream here has none of the names, so the
+/// dependency-confusion guard lets them in); the private registry then serves them, and a
+/// second import finds them present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_imported_into_a_private_registry_goes_through_publish() {
+    let ex = exported().await;
+    let empty = FakeUpstream::start().await;
+    let cd = Cratedock::start(&private_config(&empty.index_url(), "")).await;
+    let out = cd.cli(&["import", path_str(&ex.bundle), "--into", "internal"]);
+    succeeded(&out, "import --into internal");
+    assert!(said(&out).contains("2 imported"), "{}", shown(&out));
+    for (path, vers) in [
+        ("/internal/index/1/a", "1.0.0"),
+        ("/internal/index/1/b", "1.1.0"),
+    ] {
+        let r = cd.admin_api(Method::GET, path, None).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains(&format!("\"vers\":\"{vers}\"")),
+            "{path}: {body}"
+        );
+    }
+    let again = cd.cli(&["import", path_str(&ex.bundle), "--into", "internal"]);
+    succeeded(&again, "the second import --into internal");
+    assert!(
+        said(&again).contains("0 imported, 2 already present"),
+        "{}",
+        shown(&again)
+    );
 }
