@@ -102,7 +102,10 @@ impl Mirror {
             && e.generation == generation
             && e.cached_sig == cached_sig
         {
-            return Ok(e.entry.clone().map_or(Lookup::NotFound, Lookup::Found));
+            return match e.entry.clone() {
+                Some(entry) => Ok(Lookup::Found(entry)),
+                None => Err(self.nothing_offered(name)),
+            };
         }
         let body = self.body_bytes(&key, &entry).await?;
         let edited = edit_lines(&body, |vers, yanked| {
@@ -135,7 +138,27 @@ impl Mirror {
                 entry: edited.clone(),
             }),
         );
-        Ok(edited.map_or(Lookup::NotFound, Lookup::Found))
+        match edited {
+            Some(entry) => Ok(Lookup::Found(entry)),
+            None => Err(self.nothing_offered(name)),
+        }
+    }
+
+    /// Why an index file whose every version was left out is not served.
+    fn nothing_offered(&self, name: &CrateName) -> MirrorError {
+        if self.serves_only_cached() {
+            MirrorError::NotFound(format!(
+                "no version of `{name}` is cached in mirror `{}`, which serves only cached versions{}",
+                self.name,
+                if self.is_offline() {
+                    " (it is offline)"
+                } else {
+                    ""
+                }
+            ))
+        } else {
+            MirrorError::NotFound(self.policy.not_offered(name))
+        }
     }
 
     /// The versions of crate `name` with whether each is yanked, as the upstream lists them

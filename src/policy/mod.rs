@@ -189,6 +189,14 @@ impl Policy {
         Ok(())
     }
 
+    /// Why a curated mirror offers no version of `name` (its list's requirement matches none).
+    pub(crate) fn not_offered(&self, name: &CrateName) -> String {
+        format!(
+            "no version of `{name}` matches the curated list of mirror `{r}`; ask an admin to widen it: `cratedock admin curate add {name}@REQUIREMENT --registry {r}`",
+            r = self.registry
+        )
+    }
+
     fn not_curated(&self, name: &CrateName, version: Option<&Version>) -> String {
         let what = match version {
             Some(v) => format!("`{name}@{v}`"),

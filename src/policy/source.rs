@@ -271,15 +271,13 @@ impl AdvisorySource {
                 body, validators, ..
             } => (body, validators),
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let folder = format!("db-{}", now_ms());
         let dest = self.dir.join(&folder);
         let tmp = self.dir.join(format!("tmp-{folder}"));
-        let _ = std::fs::remove_dir_all(&tmp);
         let unpacked = {
             let tmp = tmp.clone();
             tokio::task::spawn_blocking(move || -> Result<AdvisoryDb, String> {
-                std::fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
                 unpack(&body[..], &tmp, UNPACK_LIMITS)
                     .map_err(|e| format!("the archive cannot be unpacked: {e}"))?;
                 AdvisoryDb::open(&root_of(&tmp)?)
@@ -290,11 +288,13 @@ impl AdvisorySource {
         let db = match unpacked {
             Ok(db) => db,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
                 return Err(e);
             }
         };
-        std::fs::rename(&tmp, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
         let state = State {
             url: url.to_owned(),
             folder: folder.clone(),
@@ -309,22 +309,10 @@ impl AdvisorySource {
             current_ms: state.current_ms,
             fetched: Some(folder.clone()),
         });
-        self.remove_old_copies(&folder);
+        // Removing the older copies (a thousand files each) is left to a blocking thread.
+        let (dir, keep) = (self.dir.clone(), folder.clone());
+        tokio::task::spawn_blocking(move || remove_old_copies(&dir, &keep));
         Ok(Outcome::Updated)
-    }
-
-    /// Removes the copies and leftovers other than `keep`.
-    fn remove_old_copies(&self, keep: &str) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if (name.starts_with("db-") || name.starts_with("tmp-")) && name != keep {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
     }
 
     fn read_state(&self) -> Option<State> {
@@ -406,6 +394,20 @@ impl AdvisorySource {
                 Err(e) => serde_json::json!({ "at_ms": at, "outcome": "failed", "error": e }),
             }),
         })
+    }
+}
+
+/// Removes the copies and leftovers in `dir` other than `keep`.
+fn remove_old_copies(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with("db-") || name.starts_with("tmp-")) && name != keep {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
