@@ -198,8 +198,9 @@ pub struct CrateGlob {
     wildcard: bool,
 }
 
-/// The form two crate names share when cargo treats them as the same crate.
-fn fold(name: &str) -> String {
+/// The form two crate names share when cargo treats them as the same crate (lowercase, `_` as
+/// `-`); for names that are not checked [`CrateName`]s, such as an advisory's package.
+pub fn fold(name: &str) -> String {
     name.bytes().map(|b| fold_byte(b) as char).collect()
 }
 

@@ -13,19 +13,17 @@ use serde_json::json;
 use super::ApiError;
 use super::access::Admin;
 use super::admin::json;
-use super::cache::optional_json;
+use super::cache::{mirror_name, optional_json};
 use crate::app::App;
 use crate::auth::admin::entry;
 use crate::mirror::{Mirror, PrefetchRequest};
 use crate::names::{CrateName, Version};
 
 fn mirror<'a>(app: &'a App, registry: &str) -> Result<&'a Arc<Mirror>, ApiError> {
-    app.mirror(registry).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "`{}` is not a mirror registry of this cratedock",
-            crate::names::shown(registry)
-        ))
-    })
+    let name = mirror_name(app, registry)?;
+    Ok(app
+        .mirror(name.as_str())
+        .expect("mirror_name names a mirror"))
 }
 
 /// `GET /-/admin/registries/{registry}/offline`.

@@ -134,7 +134,7 @@ impl AdvisoryDb {
                 versions: a.versions,
             };
             by_name
-                .entry(canonical(m.package.as_str()))
+                .entry(crate::names::fold(m.package.as_str()))
                 .or_default()
                 .push(Arc::new(advisory));
             count += 1;
@@ -151,16 +151,6 @@ impl AdvisoryDb {
     pub(crate) fn len(&self) -> usize {
         self.count
     }
-}
-
-/// Lowercase, `_` as `-`: how cargo compares crate names.
-pub(crate) fn canonical(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => b.to_ascii_lowercase() as char,
-        })
-        .collect()
 }
 
 /// Finds the root of an unpacked database: `dir` itself when it holds `crates/`, else its one

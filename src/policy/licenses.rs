@@ -137,7 +137,7 @@ impl Rules {
                 .exceptions
                 .iter()
                 .map(|e| Exception {
-                    name: super::advisories::canonical(&e.name),
+                    name: crate::names::fold(&e.name),
                     version: e.version.as_deref().and_then(|v| v.parse().ok()),
                     allow: e.allow.clone(),
                     license_file_sha256: e.license_file_sha256.as_ref().map(|h| h.to_lowercase()),
@@ -152,7 +152,7 @@ impl Rules {
         if self.action == Action::Off {
             return None;
         }
-        let canonical = super::advisories::canonical(name);
+        let canonical = crate::names::fold(name);
         let semver = semver::Version::parse(version).ok();
         let exceptions: Vec<&Exception> = self
             .exceptions

@@ -88,7 +88,7 @@ impl Policy {
 
     /// The counted advisories of crate `name` (canonical or not) that affect `version`.
     pub(crate) fn affecting(&self, name: &str, version: &semver::Version) -> Vec<Arc<Advisory>> {
-        let canonical = advisories::canonical(name);
+        let canonical = crate::names::fold(name);
         self.source
             .with(|db| {
                 db.for_crate(&canonical)
@@ -102,7 +102,7 @@ impl Policy {
 
     /// The counted advisories naming crate `name`, whatever the version.
     pub(crate) fn naming(&self, name: &str) -> Vec<Arc<Advisory>> {
-        let canonical = advisories::canonical(name);
+        let canonical = crate::names::fold(name);
         self.source
             .with(|db| {
                 db.for_crate(&canonical)

@@ -88,14 +88,7 @@ impl Curated {
     /// What identifies the entry in its registry: the pattern as cargo compares names
     /// (`Serde` and `serde` are one entry).
     pub fn key(&self) -> String {
-        self.name
-            .as_str()
-            .bytes()
-            .map(|b| match b {
-                b'_' => '-',
-                b => b.to_ascii_lowercase() as char,
-            })
-            .collect()
+        crate::names::fold(self.name.as_str())
     }
 
     /// `name` or `name@req`.
